@@ -1,0 +1,1 @@
+"""The offline mastering chain: plan, EQ, dynamics, imaging, true-peak limiting, loudness."""

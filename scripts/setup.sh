@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian/Ubuntu machine with Python >= 3.11.
+#   scripts/setup.sh          runtime: virtual env in .venv with the app installed
+#   scripts/setup.sh --test   also the test/bench tools and the apt packages the
+#                             tests render program material with (fluidsynth + GM SoundFont)
+# Re-running is cheap: each step is skipped when its stamp matches.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+apt_install() {
+    # Installs Debian packages that are missing; needs root or sudo.
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if ! command -v apt-get >/dev/null; then
+        log "not a Debian system: please install ${missing[*]} with your package manager"; return 0
+    fi
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    log "apt-get install ${missing[*]}"
+    $sudo apt-get update -qq >/dev/null || true
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+apt_packages=(python3-venv)
+[ $want_test -eq 1 ] && apt_packages+=(fluidsynth fluid-soundfont-gm)
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null || [ $want_test -eq 1 ]; then
+    apt_install "${apt_packages[@]}"
+fi
+
+py="${PYTHON:-python3}"
+"$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+    || { log "Python >= 3.11 is required (found $("$py" --version 2>&1))"; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+    log "creating .venv"
+    "$py" -m venv .venv
+fi
+
+extra=""
+[ $want_test -eq 1 ] && extra="[dev]"
+stamp=".venv/.amc-installed${extra}"
+digest="$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
+    log "installing the app${extra} into .venv (first run takes a minute)"
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+    .venv/bin/python -m pip install -q -e ".${extra}"
+    echo "$digest" > "$stamp"
+fi
