@@ -155,7 +155,7 @@ def reference_moves_db(
 
 def fir_length(sample_rate: int) -> int:
     """Odd tap count giving ~6 Hz resolution (about 170 ms), enough for 1/3 octave at 20 Hz."""
-    n = int(round(sample_rate * 0.17))
+    n = round(sample_rate * 0.17)
     return n if n % 2 == 1 else n + 1
 
 

@@ -174,8 +174,10 @@ class LoudnessStage:
 
 @dataclass
 class OutputStage:
+    """Output format; ``dither=None`` is automatic: TPDF on 16-bit, none on 24-bit and float."""
+
     format: str = "wav24"
-    dither: bool = True
+    dither: bool | None = None
     noise_shaping: bool = False
 
 

@@ -1,0 +1,278 @@
+"""`amc`: the command line.  Thin: parses, calls the engine, prints.
+
+Exit codes: 0 done; 1 unexpected failure (a bug: please report it); 2 bad option or
+plan; 3 unusable input audio; 4 output cannot be written; 5 the target could not be
+met; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from app import __version__
+
+EXIT_OK, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 130
+
+MASTER_HELP = """\
+Master one or more mixes to a delivery spec, offline.
+
+The chain: high-pass -> EQ toward a style curve (or your reference tracks) ->
+stereo-linked glue compressor -> optional 3-band compressor -> stereo width with
+mono bass -> optional soft clip -> true-peak limiter -> loudness to the target.
+The result lands within ±0.2 LU of the target loudness, never exceeds the true-peak
+ceiling, and keeps the sample rate of your mix.  Your files are never modified.
+
+targets:  streaming -14 LUFS/-1 dBTP (Spotify, YouTube) | apple -16/-1 | amazon -14/-2
+          deezer -15/-1 | broadcast -23/-1 (EBU R128) | club -8/-0.3 | custom (--lufs, --ceiling)
+styles:   balanced | warm | bright | punchy | professional (transparent) | creative
+levels:   light | moderate | aggressive (how far EQ, dynamics and width go)
+
+examples:
+  amc master mix.wav -o mix-master.wav
+  amc master mix.wav -o master.wav --target apple --style warm --level light
+  amc master mix.wav -o master.wav --reference favourite-song.flac --plot master.png
+  amc master 01.wav 02.wav 03.wav -o album/ --album --format flac
+"""
+
+
+class ProgressBar:
+    """One-line progress on stderr when it is a terminal (or forced)."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self._last = -1.0
+        self._t0 = time.monotonic()
+        self._msg = ""
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if not self.enabled:
+            return
+        fraction = min(max(fraction, 0.0), 1.0)
+        if fraction - self._last < 0.01 and message == self._msg and fraction < 1.0:
+            return
+        self._last, self._msg = fraction, message
+        width = 30
+        fill = round(fraction * width)
+        bar = "#" * fill + "-" * (width - fill)
+        el = time.monotonic() - self._t0
+        sys.stderr.write(f"\r[{bar}] {fraction * 100:5.1f}% {el:5.1f}s  {message[:40]:<40}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self._last >= 0:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _fmt(v: object, unit: str = "", digits: int = 1) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}{unit}"
+    return f"{v}{unit}"
+
+
+def _print_analysis(name: str, a: dict) -> None:
+    rows = [
+        ("file", name),
+        ("format", f"{a['sample_rate']} Hz, {a['channels']} ch, {_fmt(a['duration_s'], ' s', 2)}"),
+        ("integrated loudness", _fmt(a["integrated_lufs"], " LUFS")),
+        ("loudness range", _fmt(a["loudness_range_lu"], " LU")),
+        ("max momentary / short-term", f"{_fmt(a['momentary_max_lufs'], ' LUFS')} / {_fmt(a['short_term_max_lufs'], ' LUFS')}"),
+        ("true peak", _fmt(a["true_peak_dbtp"], " dBTP", 2)),
+        ("sample peak", _fmt(a["sample_peak_dbfs"], " dBFS", 2)),
+        ("PLR / crest factor", f"{_fmt(a['plr_db'], ' dB')} / {_fmt(a['crest_factor_db'], ' dB')}"),
+        ("RMS", _fmt(a["rms_dbfs"], " dBFS")),
+        ("stereo correlation / width", f"{_fmt(a.get('correlation'), '', 2)} / {_fmt(a.get('width'), '', 2)}"),
+    ]
+    clip = a.get("clipped_runs")
+    if isinstance(clip, dict):
+        rows.append(("clipping", f"{clip.get('runs', 0)} runs, {clip.get('samples', 0)} samples"))
+    if a.get("tempo_bpm") is not None:
+        rows.append(("tempo", _fmt(a["tempo_bpm"], " BPM")))
+    if a.get("key"):
+        rows.append(("key", a["key"]))
+    w = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k:<{w}}  {v}")
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from app.engine.mastering.chain import analyze_file
+
+    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
+    try:
+        result = analyze_file(Path(args.file), musical=not args.no_musical, progress=bar)
+    finally:
+        bar.close()
+    d = result.to_dict()
+    if args.json:
+        print(json.dumps(d, indent=2))
+    else:
+        _print_analysis(Path(args.file).name, d)
+    return EXIT_OK
+
+
+def _settings(args: argparse.Namespace, fmt: str):
+    from app.engine.mastering.planner import MasterSettings
+
+    return MasterSettings(
+        target=args.target,
+        lufs=args.lufs,
+        ceiling_dbtp=args.ceiling,
+        style=args.style,
+        level=args.level,
+        amount_eq_pct=args.amount_eq,
+        amount_dynamics_pct=args.amount_dynamics,
+        amount_width_pct=args.amount_width,
+        output_format=fmt,
+        noise_shaping=args.noise_shaping,
+    )
+
+
+def _output_format(args: argparse.Namespace, first: Path, out: Path | None) -> str:
+    from app.engine import audio_io
+
+    if args.format:
+        return args.format
+    default = audio_io.default_output_format(audio_io.probe(first))
+    if out is not None and out.suffix:
+        return audio_io.format_for_path(out, default=default).name
+    return default.name
+
+
+def cmd_master(args: argparse.Namespace) -> int:
+    from app.engine import audio_io
+    from app.engine.errors import AudioOutputError, ParameterError
+    from app.engine.mastering import report
+    from app.engine.mastering.chain import master_album, master_file
+    from app.engine.mastering.plan import MasteringPlan
+
+    inputs = [Path(p) for p in args.inputs]
+    out = Path(args.output)
+    multi = len(inputs) > 1 or args.album
+    if multi and not out.is_dir():
+        raise AudioOutputError(f"with several inputs (or --album), -o must be an existing folder: {out}")
+    for p in inputs:
+        audio_io.probe(p)  # every input is checked before any work starts
+    plan = None
+    if args.plan:
+        if multi:
+            raise ParameterError("--plan applies to one input at a time")
+        try:
+            plan = MasteringPlan.from_json(Path(args.plan).read_text())
+        except OSError as exc:
+            raise ParameterError(f"cannot read plan {args.plan}: {exc.strerror}") from exc
+    fmt = plan.output.format if plan else _output_format(args, inputs[0], None if out.is_dir() else out)
+    settings = _settings(args, fmt)
+    ext = audio_io.OUTPUT_FORMATS[fmt].extension
+    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
+    try:
+        if args.album:
+            results = master_album(inputs, out, settings, references=args.reference or (), force=args.force, progress=bar)
+        else:
+            results = []
+            for k, p in enumerate(inputs):
+                dest = out / f"{p.stem}-master{ext}" if out.is_dir() else out
+                results.append(
+                    master_file(
+                        p, dest, settings, references=args.reference or (), plan=plan, force=args.force,
+                        progress=lambda f, m, k=k: bar((k + f) / len(inputs), m),
+                    )
+                )  # fmt: skip
+    finally:
+        bar.close()
+    if args.report:
+        report.write_report(results, Path(args.report))
+    if args.plot:
+        if multi:
+            for r in results:
+                report.plot_master(r, Path(args.plot).with_name(f"{Path(args.plot).stem}-{r.input.stem}.png"))
+        else:
+            report.plot_master(results[0], Path(args.plot))
+    if args.save_plan and not multi:
+        report._atomic_bytes(Path(args.save_plan), (results[0].plan.to_json() + "\n").encode())
+    if not args.quiet:
+        for r in results:
+            print(
+                f"{r.output}: {r.after.integrated_lufs:.2f} LUFS (target {r.plan.loudness.target_lufs:g}), "
+                f"true peak {r.after.true_peak_dbtp:.2f} dBTP (ceiling {r.plan.limiter.ceiling_dbtp:g}), "
+                f"{r.plan.sample_rate} Hz {fmt}, {r.elapsed_s:.1f} s"
+            )
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="amc",
+        description="AI Music Mastering Chain: offline mastering and analysis for musicians.",
+    )
+    p.add_argument("--version", action="version", version=f"amc {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    a = sub.add_parser("analyze", help="measure loudness, peaks, spectrum, tempo and key of a file",
+                       description="Measure a file: EBU R128 loudness (integrated, range, momentary and "
+                                   "short-term maxima), true peak, sample peak, PLR, crest factor, DC, "
+                                   "clipping, stereo correlation and width, tempo and key.")  # fmt: skip
+    a.add_argument("file", help="audio file (WAV, AIFF, FLAC, OGG, Opus, MP3)")
+    a.add_argument("--json", action="store_true", help="print every figure as JSON")
+    a.add_argument("--no-musical", action="store_true", help="skip tempo and key (faster)")
+    a.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(func=cmd_analyze)
+
+    m = sub.add_parser("master", help="master mixes to a loudness target", description=MASTER_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    m.add_argument("inputs", nargs="+", metavar="IN", help="mix file(s)")
+    m.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output file, or a folder (several inputs: <name>-master.<ext> in it)")  # fmt: skip
+    m.add_argument("--target", default="streaming", help="delivery target (default: streaming)")
+    m.add_argument("--lufs", type=float, help="integrated loudness target, overrides the target's")
+    m.add_argument("--ceiling", type=float, help="true-peak ceiling in dBTP, overrides the target's")
+    m.add_argument("--style", default="balanced", help="tonal/dynamic style (default: balanced)")
+    m.add_argument("--level", default="moderate", choices=["light", "moderate", "aggressive"],
+                   help="how strong the processing is (default: moderate)")  # fmt: skip
+    m.add_argument("--amount-eq", type=float, metavar="PCT", help="EQ amount 0-200 %%, overrides the level")
+    m.add_argument("--amount-dynamics", type=float, metavar="PCT", help="compression amount 0-200 %%")
+    m.add_argument("--amount-width", type=float, metavar="PCT", help="stereo widening amount 0-200 %%")
+    m.add_argument("--reference", nargs="+", metavar="REF", help="match the tone of these reference tracks")
+    m.add_argument("--album", action="store_true", help="master the inputs as one album: same tone, relative loudness kept")
+    m.add_argument("--format", choices=["wav16", "wav24", "wav32f", "flac", "flac16"],
+                   help="output format (default: the mix's own format; 16-bit gets TPDF dither)")  # fmt: skip
+    m.add_argument("--noise-shaping", action="store_true", help="noise-shaped dither for 16-bit output")
+    m.add_argument("--plan", metavar="PLAN.json", help="render an edited plan instead of deciding one")
+    m.add_argument("--save-plan", metavar="PLAN.json", help="write the plan used, to edit and re-render")
+    m.add_argument("--report", metavar="REPORT.json", help="write before/after metrics and the plan")
+    m.add_argument("--plot", metavar="PLOT.png", help="write spectra, loudness and gain-reduction plots")
+    m.add_argument("--force", action="store_true", help="allow replacing an existing output (even an input)")
+    m.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    m.set_defaults(func=cmd_master)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from app.engine.errors import AmcError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except AmcError as exc:
+        print(f"amc: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("amc: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        print("amc: error: out of memory", file=sys.stderr)
+        return EXIT_BUG
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,854 @@
+"""The mastering renderer: plan in, master out — streamed, bounded memory, exact on spec.
+
+Passes over a file (blocks of ``BLOCK_FRAMES``; memory does not grow with length):
+
+A. *analyse* the input (loudness, true peak, spectrum...)  -> plan
+B. *pre-chain*: linear-phase mid/side EQ (with high-pass, mono bass, width) ->
+   linked glue compressor -> optional multiband; the result goes to a scratch file
+   together with its per-frame true peaks and K-weighted power.
+C. *solve* the gain into the limiter that lands the integrated loudness on target,
+   on the scratch data (cheap: the limiter envelope and loudness gating only).
+D. *render*: gain -> optional soft clip -> true-peak look-ahead limiter -> dither /
+   quantise -> atomic writer; the written samples themselves are measured.  If the
+   measured loudness is off by more than ``SOLVE_TOLERANCE_LU`` or a true peak is over
+   the ceiling, the pass is thrown away and redone with the correction (rare).
+
+The same stage classes render in memory for the preview and for tests.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import signal
+
+from app.engine import analysis, audio_io
+from app.engine.errors import AudioInputError, ParameterError, ProcessingError
+from app.engine.mastering.dynamics import LinkedCompressor, MultibandCompressor, soft_clip
+from app.engine.mastering.eq import MidSideFIR, design_linear_phase
+from app.engine.mastering.limiter import DelayLine, LimiterEnvelope
+from app.engine.mastering.plan import MasteringPlan
+from app.engine.mastering.planner import MasterSettings, SpectrumBands, make_plan
+
+BLOCK_FRAMES = 65536
+#: Aim well inside the ±0.2 LU contract so meters with other filters agree too.
+SOLVE_TOLERANCE_LU = 0.05
+MAX_RENDER_PASSES = 4
+MIN_DURATION_S = 0.4
+PREVIEW_SECONDS = 30.0
+
+ProgressFn = Callable[[float, str], None]
+
+
+class Cancelled(Exception):
+    """Raised through the renderer when the progress callback asks to stop."""
+
+
+def _noop_progress(fraction: float, message: str) -> None:
+    return None
+
+
+# ============================================================================ stages
+
+
+class PreChain:
+    """EQ/filter/imager FIR -> linked compressor -> multiband, streaming, latency-trimmed.
+
+    :meth:`process` returns the processed frames available so far (the first call
+    returns ``latency_frames`` fewer); :meth:`flush` returns the rest, so the total
+    output equals the total input, frame-aligned.
+    """
+
+    def __init__(self, plan: MasteringPlan) -> None:
+        sr, ch = plan.sample_rate, plan.channels
+        eq = plan.eq
+        freqs = np.asarray(eq.freqs_hz, dtype=np.float64)
+        mid_g = np.asarray(eq.mid_gain_db if eq.enabled else np.zeros(len(freqs)), dtype=np.float64)
+        side_g = np.asarray(eq.side_gain_db if eq.enabled else np.zeros(len(freqs)), dtype=np.float64)
+        hp = plan.filter.highpass_hz
+        mid_taps = design_linear_phase(sr, freqs, mid_g, highpass_hz=hp)
+        if ch == 2:
+            mono = plan.imager.mono_bass_hz
+            side_taps = design_linear_phase(
+                sr, freqs, side_g,
+                highpass_hz=max(hp, mono or 0.0), highpass_order=4 if mono else 2,
+                gain=plan.imager.width,
+            )  # fmt: skip
+        else:
+            side_taps = mid_taps
+        self.fir = MidSideFIR(sr, ch, mid_taps=mid_taps, side_taps=side_taps)
+        self.latency_frames = self.fir.latency_frames
+        self._to_skip = self.latency_frames
+        c = plan.compressor
+        self.comp = (
+            LinkedCompressor(
+                sr, ch, threshold_db=c.threshold_db, ratio=c.ratio, attack_ms=c.attack_ms,
+                release_ms=c.release_ms, knee_db=c.knee_db, makeup_db=c.makeup_db,
+                detector="rms", sidechain_hpf_hz=c.sidechain_hpf_hz,
+            )
+            if c.enabled
+            else None
+        )
+        m = plan.multiband
+        self.multiband = (
+            MultibandCompressor(
+                sr, ch, low_hz=m.low_hz, high_hz=m.high_hz,
+                bands=[
+                    dict(threshold_db=b.threshold_db, ratio=b.ratio, attack_ms=b.attack_ms,
+                         release_ms=b.release_ms, knee_db=b.knee_db, makeup_db=b.makeup_db)
+                    for b in m.bands
+                ],
+            )
+            if m.enabled
+            else None
+        )
+        self.compressor_gr_db: list[np.ndarray] = []
+
+    def _dynamics(self, x: np.ndarray) -> np.ndarray:
+        if self.comp is not None and x.shape[1]:
+            x = self.comp.process(x)
+            self.compressor_gr_db.append(self.comp.last_gain_reduction_db.copy())
+        if self.multiband is not None and x.shape[1]:
+            x = self.multiband.process(x)
+        return x
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        y = self.fir.process(block)
+        if self._to_skip:
+            k = min(self._to_skip, y.shape[1])
+            y = y[:, k:]
+            self._to_skip -= k
+        return self._dynamics(y)
+
+    def flush(self) -> np.ndarray:
+        tail = self.fir.process(np.zeros((self.fir.channels, self.latency_frames), dtype=np.float32))
+        return self._dynamics(tail[:, self._to_skip :])
+
+
+class FinalStage:
+    """Gain -> optional soft clip -> true-peak limiter, streaming, latency-trimmed.
+
+    Peaks are measured live on the limiter's input with the project's true-peak meter,
+    so the limiter's guarantee is against exactly that signal.
+    """
+
+    def __init__(self, plan: MasteringPlan, gain_db: float, *, ceiling_offset_db: float = 0.0) -> None:
+        sr, ch = plan.sample_rate, plan.channels
+        lim = plan.limiter
+        self.gain = float(10.0 ** (gain_db / 20.0))
+        self.ceiling_dbtp = lim.ceiling_dbtp + ceiling_offset_db
+        sc = plan.soft_clip
+        self.soft = (sc.enabled, self.ceiling_dbtp + sc.threshold_db, self.ceiling_dbtp + sc.ceiling_db)
+        self.meter = analysis.TruePeakMeter(sr, ch, oversample=lim.oversample)
+        self.env = LimiterEnvelope(
+            sr, ceiling_dbtp=self.ceiling_dbtp, lookahead_ms=lim.lookahead_ms,
+            release_ms=lim.release_ms, margin_db=lim.margin_db,
+        )  # fmt: skip
+        self.latency_frames = self.env.latency_frames
+        self._delay = DelayLine(ch, self.latency_frames)
+        self._pending: list[np.ndarray] = []
+        self._to_skip = self.latency_frames
+        self._channels = ch
+        self.limiter_gr_db: list[np.ndarray] = []
+
+    def _input(self, block: np.ndarray) -> np.ndarray:
+        y = block * np.float32(self.gain)
+        if self.soft[0]:
+            y = soft_clip(y, threshold_db=self.soft[1], ceiling_db=self.soft[2])
+        return y.astype(np.float32, copy=False)
+
+    def _emit(self, peaks: np.ndarray, final: bool = False) -> np.ndarray:
+        k = len(peaks)
+        frames = _pop_frames(self._pending, k, self._channels)
+        gains = self.env.process(peaks)
+        audio = self._delay.process(frames)
+        out = audio * gains[None, :].astype(np.float32)
+        gr = gains
+        if self._to_skip:
+            s = min(self._to_skip, out.shape[1])
+            out, gr = out[:, s:], gr[s:]
+            self._to_skip -= s
+        if gr.size:
+            self.limiter_gr_db.append(gr.astype(np.float32))
+        return out
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        y = self._input(block)
+        self._pending.append(y)
+        return self._emit(self.meter.process(y))
+
+    def flush(self) -> np.ndarray:
+        rest = self._emit(self.meter.flush())
+        d = self.latency_frames
+        self._pending.append(np.zeros((self._channels, d), dtype=np.float32))
+        tail = self._emit(np.zeros(d, dtype=np.float64))
+        return np.concatenate([rest, tail], axis=1)
+
+
+def _pop_frames(pending: list[np.ndarray], k: int, channels: int) -> np.ndarray:
+    """Remove and return the first ``k`` frames of a FIFO of (channels, n) blocks."""
+    if k == 0:
+        return np.zeros((channels, 0), dtype=np.float32)
+    out, got = [], 0
+    while got < k:
+        b = pending[0]
+        take = min(k - got, b.shape[1])
+        out.append(b[:, :take])
+        if take == b.shape[1]:
+            pending.pop(0)
+        else:
+            pending[0] = b[:, take:]
+        got += take
+    return out[0] if len(out) == 1 else np.concatenate(out, axis=1)
+
+
+# ============================================================================ loudness model
+
+
+class KWeightedPower:
+    """Per-frame K-weighted power summed over channels with BS.1770 weights (streaming)."""
+
+    def __init__(self, sample_rate: int, channels: int) -> None:
+        self.sos = analysis.k_weighting_sos(sample_rate)
+        self.weights = np.asarray(analysis.channel_weights(channels), dtype=np.float64)
+        self.zi = np.zeros((self.sos.shape[0], channels, 2), dtype=np.float64)
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        y, self.zi = signal.sosfilt(self.sos, block, axis=1, zi=self.zi)
+        return np.einsum("c,cn->n", self.weights, y * y).astype(np.float32)
+
+
+def _integrated_from_subblocks(z: np.ndarray) -> float:
+    """Gated integrated loudness from 100 ms sub-block mean powers (BS.1770-4)."""
+    if len(z) < 4:
+        return -math.inf
+    c = np.concatenate([[0.0], np.cumsum(z, dtype=np.float64)])
+    blocks = (c[4:] - c[:-4]) / 4.0
+    lufs = -0.691 + 10.0 * np.log10(np.maximum(blocks, 1e-30))
+    b = blocks[lufs > -70.0]
+    if b.size == 0:
+        return -math.inf
+    rel = -0.691 + 10.0 * np.log10(b.mean()) - 10.0
+    b2 = blocks[(lufs > -70.0) & (lufs > rel)]
+    return float(-0.691 + 10.0 * np.log10(b2.mean())) if b2.size else -math.inf
+
+
+def _subblock_edges(total_frames: int, sample_rate: int) -> np.ndarray:
+    n = int(total_frames * 10 // sample_rate)
+    return np.round(np.arange(n + 1) * sample_rate / 10.0).astype(np.int64)
+
+
+class ScratchTrack:
+    """Pre-limiter audio plus its per-frame true peaks and K-weighted power, on disk.
+
+    Raw float32 files in a temporary folder: the page cache holds them, the process's
+    memory does not.  Deleted on :meth:`close`.
+    """
+
+    def __init__(self, channels: int, folder: Path | None = None) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="amc-scratch-", dir=folder)
+        d = Path(self._dir.name)
+        self.channels = channels
+        self.frames = 0
+        self.paths = {"x": d / "x.f32", "p": d / "p.f32", "w": d / "w.f32"}
+        self._fh = {k: open(v, "wb") for k, v in self.paths.items()}  # closed in finish()
+
+    def write(self, key: str, data: np.ndarray) -> None:
+        a = np.ascontiguousarray(data.T if key == "x" else data, dtype=np.float32)
+        self._fh[key].write(a.tobytes())
+        if key == "x":
+            self.frames += data.shape[1]
+
+    def finish(self) -> None:
+        for f in self._fh.values():
+            f.close()
+
+    def blocks(self, key: str, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+        width = self.channels if key == "x" else 1
+        with open(self.paths[key], "rb") as f:
+            while True:
+                a = np.fromfile(f, dtype=np.float32, count=block_frames * width)
+                if a.size == 0:
+                    return
+                yield a.reshape(-1, self.channels).T if key == "x" else a
+
+    def close(self) -> None:
+        for f in self._fh.values():
+            if not f.closed:
+                f.close()
+        self._dir.cleanup()
+
+
+class SubblockAccumulator:
+    """Sums per-frame energies into 100 ms sub-blocks (edges at round(k * sr / 10)), streaming."""
+
+    def __init__(self, total_frames: int, sample_rate: int) -> None:
+        self.edges = _subblock_edges(total_frames, sample_rate)
+        self._cum = np.zeros(len(self.edges), dtype=np.float64)
+        self._total = 0.0
+        self._pos = 0
+
+    def add(self, energy: np.ndarray) -> None:
+        """Energies of the next ``len(energy)`` frames."""
+        n = len(energy)
+        if n == 0:
+            return
+        c = np.cumsum(energy, dtype=np.float64)
+        lo = np.searchsorted(self.edges, self._pos, side="right")
+        hi = np.searchsorted(self.edges, self._pos + n, side="right")
+        ks = np.arange(lo, hi)
+        self._cum[ks] = self._total + c[self.edges[ks] - self._pos - 1]
+        self._total += float(c[-1])
+        self._pos += n
+
+    def mean_power(self) -> np.ndarray:
+        return np.diff(self._cum) / np.maximum(np.diff(self.edges), 1)
+
+
+def model_loudness(scratch: ScratchTrack, plan: MasteringPlan, gain_db: float) -> float:
+    """Predicted integrated loudness after gain + limiter, from the scratch peaks and power.
+
+    The limiter's gain changes slowly compared with the K-weighting filter, so the
+    output power is modelled as envelope² x gain² x the input's K-weighted power.
+    """
+    sr = plan.sample_rate
+    g = 10.0 ** (gain_db / 20.0)
+    lim, sc = plan.limiter, plan.soft_clip
+    env = LimiterEnvelope(
+        sr, ceiling_dbtp=lim.ceiling_dbtp, lookahead_ms=lim.lookahead_ms,
+        release_ms=lim.release_ms, margin_db=lim.margin_db,
+    )  # fmt: skip
+    d = env.latency_frames
+    acc = SubblockAccumulator(scratch.frames, sr)
+    w_hist = np.zeros(d, dtype=np.float32)
+    skip = d
+    for p, w in zip(scratch.blocks("p"), scratch.blocks("w"), strict=True):
+        pk = p.astype(np.float64) * g
+        if sc.enabled:
+            pk = soft_clip(
+                pk[None, :], threshold_db=lim.ceiling_dbtp + sc.threshold_db,
+                ceiling_db=lim.ceiling_dbtp + sc.ceiling_db,
+            )[0].astype(np.float64)  # fmt: skip
+        gains = env.process(pk)
+        wd = np.concatenate([w_hist, w])
+        w_hist = wd[len(wd) - d :] if d else w_hist
+        e = gains * gains * (g * g) * wd[: len(gains)]
+        if skip:
+            k = min(skip, len(e))
+            e, skip = e[k:], skip - k
+        acc.add(e)
+    tail = env.process(np.zeros(d))
+    acc.add((tail * tail * (g * g) * w_hist)[skip:])
+    return _integrated_from_subblocks(acc.mean_power())
+
+
+# ============================================================================ results
+
+
+@dataclass
+class MasterResult:
+    """What a master produced, with everything a report or a UI shows."""
+
+    input: Path | None
+    output: Path | None
+    plan: MasteringPlan
+    before: analysis.Analysis
+    after: analysis.Analysis
+    passes: int
+    elapsed_s: float
+    limiter_gr_db: np.ndarray = field(repr=False)  # (k,) max gain reduction per 100 ms
+    compressor_gr_db: np.ndarray = field(repr=False)  # (k,) max per 100 ms
+    target_spectrum: SpectrumBands | None = field(default=None, repr=False)
+
+    @property
+    def loudness_error_lu(self) -> float:
+        return float(self.after.integrated_lufs - self.plan.loudness.target_lufs)
+
+    @property
+    def true_peak_margin_db(self) -> float:
+        return float(self.plan.limiter.ceiling_dbtp - self.after.true_peak_dbtp)
+
+    def to_report(self) -> dict[str, Any]:
+        return {
+            "input": str(self.input) if self.input else None,
+            "output": str(self.output) if self.output else None,
+            "target": {
+                "name": self.plan.target,
+                "lufs": self.plan.loudness.target_lufs,
+                "ceiling_dbtp": self.plan.limiter.ceiling_dbtp,
+            },
+            "result": {
+                "loudness_error_lu": round(self.loudness_error_lu, 3),
+                "true_peak_margin_db": round(self.true_peak_margin_db, 3),
+                "within_spec": bool(
+                    abs(self.loudness_error_lu) <= self.plan.loudness.tolerance_lu and self.true_peak_margin_db >= 0
+                ),
+                "render_passes": self.passes,
+                "elapsed_s": round(self.elapsed_s, 3),
+            },
+            "before": self.before.to_dict(),
+            "after": self.after.to_dict(),
+            "plan": self.plan.to_dict(),
+        }
+
+
+def _per_100ms_max(chunks: Sequence[np.ndarray], sample_rate: int) -> np.ndarray:
+    """Max of each 100 ms of a per-frame series given in chunks (bounded: ~10 values/s)."""
+    hop = max(1, sample_rate // 10)
+    out: list[np.ndarray] = []
+    carry = np.zeros(0, dtype=np.float32)
+    for c in chunks:
+        a = np.concatenate([carry, np.asarray(c, dtype=np.float32)])
+        k = len(a) // hop
+        if k:
+            out.append(a[: k * hop].reshape(k, hop).max(axis=1))
+        carry = a[k * hop :]
+    if carry.size:
+        out.append(np.array([carry.max()], dtype=np.float32))
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+class _GrTracker:
+    """Keeps gain-reduction chunks decimated as they arrive (bounded memory)."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sr = sample_rate
+        self.parts: list[np.ndarray] = []
+        self._pending: list[np.ndarray] = []
+        self._n = 0
+
+    def add(self, gr_db: np.ndarray) -> None:
+        self._pending.append(gr_db)
+        self._n += len(gr_db)
+        if self._n >= self.sr * 10:
+            self._drain()
+
+    def _drain(self) -> None:
+        hop = max(1, self.sr // 10)
+        a = np.concatenate(self._pending) if self._pending else np.zeros(0, np.float32)
+        k = len(a) // hop
+        if k:
+            self.parts.append(a[: k * hop].reshape(k, hop).max(axis=1))
+        rest = a[k * hop :]
+        self._pending, self._n = ([rest] if rest.size else []), rest.size
+
+    def result(self) -> np.ndarray:
+        self._drain()
+        if self._pending:
+            self.parts.append(np.array([self._pending[0].max()], dtype=np.float32))
+            self._pending, self._n = [], 0
+        return np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)
+
+
+def _gains_to_gr_db(gains: np.ndarray) -> np.ndarray:
+    return (-20.0 * np.log10(np.maximum(gains, 1e-9))).astype(np.float32)
+
+
+# ============================================================================ analysis helpers
+
+
+def spectrum_of(a: analysis.Analysis) -> SpectrumBands:
+    sp = a.spectrum
+    return SpectrumBands(
+        np.asarray(sp["centers_hz"], dtype=np.float64),
+        np.asarray([v if v is not None else -300.0 for v in sp["mid_db"]], dtype=np.float64),
+        np.asarray([v if v is not None else -300.0 for v in sp["side_db"]], dtype=np.float64),
+    )
+
+
+def analyze_file(path: Path, *, musical: bool = False, progress: ProgressFn | None = None) -> analysis.Analysis:
+    """Stream a file through the analyser (bounded memory)."""
+    info = audio_io.probe(path)
+    an = analysis.Analyzer(info.sample_rate, info.channels)
+    done = 0
+    for block in audio_io.iter_blocks(path, block_frames=BLOCK_FRAMES):
+        an.process(block)
+        done += block.shape[1]
+        if progress:
+            progress(done / max(info.frames, 1), f"analysing {path.name}")
+    return an.result(musical=musical)
+
+
+def _check_masterable(info: audio_io.AudioInfo, before: analysis.Analysis) -> None:
+    if info.duration_s < MIN_DURATION_S:
+        raise AudioInputError(
+            f"{info.path.name}: {info.duration_s:.3f} s is too short to master "
+            f"(loudness needs at least {MIN_DURATION_S} s)"
+        )
+    if before.integrated_lufs is None or not np.isfinite(before.integrated_lufs):
+        raise AudioInputError(f"{info.path.name}: the file is silent (below -70 LUFS): nothing to master")
+
+
+# ============================================================================ mastering a file
+
+
+def plan_for_file(
+    path: Path,
+    settings: MasterSettings,
+    *,
+    references: Sequence[Path] = (),
+    before: analysis.Analysis | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[MasteringPlan, analysis.Analysis, SpectrumBands | None]:
+    """Analyse ``path`` (and references) and decide the plan."""
+    progress = progress or _noop_progress
+    info = audio_io.probe(path)
+    if before is None:
+        before = analyze_file(path, progress=lambda f, m: progress(0.2 * f, m))
+    _check_masterable(info, before)
+    ref_spectra = []
+    for r in references:
+        ra = analyze_file(Path(r))
+        if ra.integrated_lufs is None or not np.isfinite(ra.integrated_lufs):
+            raise AudioInputError(f"reference {Path(r).name} is silent")
+        ref_spectra.append(spectrum_of(ra))
+    plan = make_plan(
+        sample_rate=info.sample_rate,
+        channels=info.channels,
+        integrated_lufs=before.integrated_lufs,
+        loudness_range_lu=before.loudness_range_lu if before.loudness_range_lu is not None else math.nan,
+        short_term_lufs=np.asarray([v if v is not None else -np.inf for v in before.short_term_series]),
+        correlation=before.correlation,
+        spectrum=spectrum_of(before),
+        settings=settings,
+        references=ref_spectra,
+        reference_names=[Path(r).name for r in references],
+    )
+    target_spec = None
+    if ref_spectra:
+        from app.engine.mastering.planner import average_spectra
+
+        target_spec = average_spectra(ref_spectra, np.asarray(plan.eq.freqs_hz))
+    return plan, before, target_spec
+
+
+def _pre_chain_pass(path: Path, plan: MasteringPlan, scratch: ScratchTrack, progress: ProgressFn, total: int) -> _GrTracker:
+    pre = PreChain(plan)
+    tp = analysis.TruePeakMeter(plan.sample_rate, plan.channels, oversample=plan.limiter.oversample)
+    kw = KWeightedPower(plan.sample_rate, plan.channels)
+    comp_gr = _GrTracker(plan.sample_rate)
+
+    def take(y: np.ndarray) -> None:
+        if y.shape[1] == 0:
+            return
+        scratch.write("x", y)
+        scratch.write("p", tp.process(y))
+        scratch.write("w", kw.process(y))
+        for gr in pre.compressor_gr_db:
+            comp_gr.add(gr)
+        pre.compressor_gr_db.clear()
+
+    done = 0
+    for block in audio_io.iter_blocks(path, block_frames=BLOCK_FRAMES):
+        take(pre.process(block))
+        done += block.shape[1]
+        progress(0.2 + 0.35 * done / max(total, 1), "processing EQ and dynamics")
+    take(pre.flush())
+    scratch.write("p", tp.flush())
+    scratch.finish()
+    return comp_gr
+
+
+def solve_gain_db(scratch: ScratchTrack, plan: MasteringPlan, first_guess_db: float) -> float:
+    """Gain before the limiter that lands the modelled loudness on target (secant, then bisection)."""
+    target = plan.loudness.target_lufs
+    g0 = first_guess_db
+    l0 = model_loudness(scratch, plan, g0)
+    if not np.isfinite(l0):
+        raise ProcessingError("the processed signal is silent: cannot reach the loudness target")
+    g1 = float(np.clip(g0 + (target - l0), -60.0, 60.0))
+    l1 = model_loudness(scratch, plan, g1)
+    for _ in range(12):
+        if abs(l1 - target) <= SOLVE_TOLERANCE_LU / 2:
+            return g1
+        slope = (l1 - l0) / (g1 - g0) if abs(g1 - g0) > 1e-9 else 1.0
+        slope = float(np.clip(slope, 0.05, 1.5))
+        g0, l0 = g1, l1
+        g1 = g1 + (target - l1) / slope
+        g1 = float(np.clip(g1, -60.0, 60.0))
+        l1 = model_loudness(scratch, plan, g1)
+    return g1
+
+
+def _render_pass(
+    scratch: ScratchTrack,
+    plan: MasteringPlan,
+    gain_db: float,
+    writer: audio_io.AudioWriter,
+    ceiling_offset_db: float,
+    progress: ProgressFn,
+    p_from: float,
+) -> tuple[analysis.Analysis, np.ndarray]:
+    final = FinalStage(plan, gain_db, ceiling_offset_db=ceiling_offset_db)
+    an = analysis.Analyzer(plan.sample_rate, plan.channels)
+    gr = _GrTracker(plan.sample_rate)
+    done = 0
+
+    def take(y: np.ndarray) -> None:
+        if y.shape[1]:
+            an.process(writer.write(y))
+        for g in final.limiter_gr_db:
+            gr.add(_gains_to_gr_db(g))
+        final.limiter_gr_db.clear()
+
+    for x in scratch.blocks("x"):
+        take(final.process(x))
+        done += x.shape[1]
+        progress(p_from + (0.98 - p_from) * done / max(scratch.frames, 1), "limiting and writing")
+    take(final.flush())
+    return an.result(), gr.result()
+
+
+def master_file(
+    path: Path | str,
+    output: Path | str,
+    settings: MasterSettings | None = None,
+    *,
+    references: Sequence[Path | str] = (),
+    plan: MasteringPlan | None = None,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    scratch_dir: Path | None = None,
+) -> MasterResult:
+    """Master one file to ``output`` (atomic; never overwrites an input unless ``force``).
+
+    Raises
+    ------
+    AudioInputError, AudioOutputError, ParameterError, ProcessingError
+    """
+    t0 = time.perf_counter()
+    path, output = Path(path), Path(output)
+    settings = settings or MasterSettings()
+    progress = progress or _noop_progress
+    refs = [Path(r) for r in references]
+    info = audio_io.probe(path)
+    fmt = audio_io.OUTPUT_FORMATS.get(plan.output.format if plan else settings.output_format)
+    if fmt is None:
+        raise ParameterError(f"unknown output format {settings.output_format!r}")
+    audio_io.check_output_path(output, protect=[path, *refs], force=force)
+
+    target_spec = None
+    if plan is None:
+        plan, before, target_spec = plan_for_file(path, settings, references=refs, progress=progress)
+    else:
+        plan.validate()
+        if plan.sample_rate != info.sample_rate or plan.channels != info.channels:
+            raise ParameterError(
+                f"the plan is for {plan.channels} ch / {plan.sample_rate} Hz but {path.name} is "
+                f"{info.channels} ch / {info.sample_rate} Hz"
+            )
+        before = analyze_file(path, progress=lambda f, m: progress(0.2 * f, m))
+        _check_masterable(info, before)
+
+    scratch = ScratchTrack(plan.channels, scratch_dir)
+    try:
+        comp_gr = _pre_chain_pass(path, plan, scratch, progress, info.frames)
+        progress(0.56, "solving loudness through the limiter")
+        gain_db = plan.loudness.gain_db
+        if gain_db is None:
+            gain_db = solve_gain_db(scratch, plan, 0.0)
+        ceiling_offset = 0.0
+        tol = plan.loudness.tolerance_lu
+        passes = 0
+        while True:
+            passes += 1
+            writer = audio_io.AudioWriter(
+                output, sample_rate=plan.sample_rate, channels=plan.channels, fmt=fmt,
+                protect=[path, *refs], force=force, dither=plan.output.dither,
+                noise_shaping=plan.output.noise_shaping,
+            )  # fmt: skip
+            try:
+                after, lim_gr = _render_pass(scratch, plan, gain_db, writer, ceiling_offset, progress, 0.6)
+            except BaseException:
+                writer.abort()
+                raise
+            err = after.integrated_lufs - plan.loudness.target_lufs
+            over = after.true_peak_dbtp - plan.limiter.ceiling_dbtp
+            good_loudness = abs(err) <= SOLVE_TOLERANCE_LU or (passes >= MAX_RENDER_PASSES and abs(err) <= tol)
+            if good_loudness and over <= 0.0:
+                writer.commit()
+                break
+            writer.abort()
+            if passes >= MAX_RENDER_PASSES:
+                raise ProcessingError(
+                    f"could not meet the target after {passes} passes "
+                    f"(loudness off by {err:+.2f} LU, true peak {after.true_peak_dbtp:.2f} dBTP)"
+                )
+            if over > 0.0:
+                ceiling_offset -= over + 0.02
+            if abs(err) > SOLVE_TOLERANCE_LU:
+                gain_db -= err
+            progress(0.6, f"correcting ({err:+.2f} LU, {over:+.2f} dB TP) and rendering again")
+    finally:
+        scratch.close()
+    plan = replace(plan, loudness=replace(plan.loudness, gain_db=float(gain_db)))
+    progress(1.0, "done")
+    return MasterResult(
+        input=path,
+        output=output,
+        plan=plan,
+        before=before,
+        after=after,
+        passes=passes,
+        elapsed_s=time.perf_counter() - t0,
+        limiter_gr_db=lim_gr,
+        compressor_gr_db=comp_gr.result(),
+        target_spectrum=target_spec,
+    )
+
+
+# ============================================================================ album mode
+
+
+def master_album(
+    paths: Sequence[Path | str],
+    out_dir: Path | str,
+    settings: MasterSettings | None = None,
+    *,
+    references: Sequence[Path | str] = (),
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    suffix: str = "-master",
+) -> list[MasterResult]:
+    """Master an album: one tonal plan for all tracks, relative loudness kept.
+
+    The loudest track lands on the target; every other track keeps its distance to it
+    (a ballad 4 LU under the single stays 4 LU under).  EQ is computed once from the
+    power-averaged spectrum of all tracks, so the tone is consistent.
+    """
+    settings = settings or MasterSettings()
+    progress = progress or _noop_progress
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise ParameterError(f"album mode writes into a folder: {out_dir} is not an existing folder")
+    paths = [Path(p) for p in paths]
+    infos = [audio_io.probe(p) for p in paths]
+    rates = {(i.sample_rate, i.channels) for i in infos}
+    if len(rates) != 1:
+        raise ParameterError("album tracks must share sample rate and channel count (they are mastered as a set)")
+    fmt_name = settings.output_format
+    fmt = audio_io.OUTPUT_FORMATS[fmt_name]
+    outs = [out_dir / f"{p.stem}{suffix}{fmt.extension}" for p in paths]
+    for o in outs:
+        audio_io.check_output_path(o, protect=[*paths, *map(Path, references)], force=force)
+    befores = []
+    for k, p in enumerate(paths):
+        befores.append(analyze_file(p, progress=lambda f, m, k=k: progress(0.15 * (k + f) / len(paths), m)))
+    for info, b in zip(infos, befores, strict=True):
+        _check_masterable(info, b)
+    loudest = max(b.integrated_lufs for b in befores)
+    album_spec = _album_spectrum([spectrum_of(b) for b in befores])
+    st = np.concatenate([np.asarray([v if v is not None else -np.inf for v in b.short_term_series]) for b in befores])
+    lra = max((b.loudness_range_lu or 0.0) for b in befores)
+    corr = float(np.mean([b.correlation for b in befores if b.correlation is not None] or [1.0]))
+    ref_spectra = [spectrum_of(analyze_file(Path(r))) for r in references]
+    album_plan = make_plan(
+        sample_rate=infos[0].sample_rate, channels=infos[0].channels, integrated_lufs=loudest,
+        loudness_range_lu=lra, short_term_lufs=st, correlation=corr, spectrum=album_spec,
+        settings=settings, references=ref_spectra, reference_names=[Path(r).name for r in references],
+    )  # fmt: skip
+    results = []
+    for k, (p, o, b) in enumerate(zip(paths, outs, befores, strict=True)):
+        offset = b.integrated_lufs - loudest
+        track_plan = replace(
+            album_plan,
+            loudness=replace(album_plan.loudness, target_lufs=round(album_plan.loudness.target_lufs + offset, 3)),
+            notes=[*album_plan.notes, f"album: {offset:+.1f} LU relative to the loudest track, kept"],
+        )
+        lo, hi = 0.15 + 0.85 * k / len(paths), 0.15 + 0.85 * (k + 1) / len(paths)
+        results.append(
+            master_file(p, o, settings, plan=track_plan, force=force,
+                        progress=lambda f, m, lo=lo, hi=hi: progress(lo + (hi - lo) * f, m))
+        )  # fmt: skip
+    return results
+
+
+def _album_spectrum(spectra: Sequence[SpectrumBands]) -> SpectrumBands:
+    c = spectra[0].centers_hz
+    mids = np.mean([10 ** (s.on(c).mid_db / 10) for s in spectra], axis=0)
+    sides = np.mean([10 ** (s.on(c).side_db / 10) for s in spectra], axis=0)
+    return SpectrumBands(c, 10 * np.log10(np.maximum(mids, 1e-30)), 10 * np.log10(np.maximum(sides, 1e-30)))
+
+
+# ============================================================================ in memory / preview
+
+
+def render_array(audio: np.ndarray, plan: MasteringPlan, *, gain_db: float | None = None) -> tuple[np.ndarray, float]:
+    """Render a whole in-memory signal through the plan (same stages as the file path).
+
+    Returns ``(out (channels, frames) float32, gain_db used)``.  Without ``gain_db`` (and
+    none recorded in the plan) the gain is solved on this signal.
+    """
+    x = np.asarray(audio, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] != plan.channels:
+        raise ParameterError(f"audio must be ({plan.channels}, frames)")
+    pre = PreChain(plan)
+    y = np.concatenate([pre.process(x), pre.flush()], axis=1)
+    gain = gain_db if gain_db is not None else plan.loudness.gain_db
+    if gain is None:
+        gain = _solve_in_memory(y, plan)
+    final = FinalStage(plan, gain)
+    out = np.concatenate([final.process(y), final.flush()], axis=1)
+    return out, float(gain)
+
+
+def _solve_in_memory(y: np.ndarray, plan: MasteringPlan) -> float:
+    target = plan.loudness.target_lufs
+    pre = analysis.integrated_loudness(y, plan.sample_rate)
+    if not np.isfinite(pre):
+        raise ProcessingError("the processed signal is silent: cannot reach the loudness target")
+    g = target - pre
+    for _ in range(8):
+        final = FinalStage(plan, g)
+        out = np.concatenate([final.process(y), final.flush()], axis=1)
+        err = analysis.integrated_loudness(out, plan.sample_rate) - target
+        if abs(err) <= SOLVE_TOLERANCE_LU / 2:
+            break
+        g -= err
+    return g
+
+
+def loudest_window(short_term_lufs: Sequence[float | None], sample_rate: int, *, seconds: float = PREVIEW_SECONDS) -> int:
+    """Start frame of the ``seconds``-long window with the highest mean short-term loudness.
+
+    ``short_term_lufs`` is the 10 Hz short-term series (value k covers the 3 s ending at
+    (k + 1) / 10 s).
+    """
+    st = np.asarray([v if v is not None else -np.inf for v in short_term_lufs], dtype=np.float64)
+    if st.size == 0:
+        return 0
+    power = np.where(np.isfinite(st), 10 ** (st / 10), 0.0)
+    win = max(1, int(seconds * 10))
+    if len(power) <= win:
+        return 0
+    c = np.concatenate([[0.0], np.cumsum(power)])
+    k = int(np.argmax(c[win:] - c[:-win]))
+    start_s = max(0.0, (k + 1) / 10.0 - 3.0)
+    return int(start_s * sample_rate)
+
+
+def preview(
+    path: Path | str, plan: MasteringPlan, before: analysis.Analysis, *, seconds: float = PREVIEW_SECONDS
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Render the loudest ``seconds`` of ``path`` with ``plan``.
+
+    Returns ``(source excerpt, mastered excerpt, start frame)``, both (channels, n) float32.
+    Uses the plan's solved gain when present, so the preview plays at the master's loudness.
+    """
+    start = loudest_window(before.short_term_series, plan.sample_rate, seconds=seconds)
+    n = int(seconds * plan.sample_rate)
+    src, _ = audio_io.read(Path(path), start_frame=start, frames=n)
+    out, _ = render_array(src, plan)
+    return src, out, start
+
+
+def iter_array_blocks(audio: np.ndarray, block_frames: int = BLOCK_FRAMES) -> Iterable[np.ndarray]:
+    for i in range(0, audio.shape[1], block_frames):
+        yield audio[:, i : i + block_frames]
