@@ -629,7 +629,9 @@ def _channels_first_blocks(
         block_frames=block_frames,
         check_finite=check_finite,
     ):
-        yield _to_channels_first(block)
+        # Always a fresh array (mono's transpose would otherwise be a view of the reused read
+        # buffer): consumers may hand blocks to another thread.
+        yield np.array(block.T, dtype=np.float32, order="C")
 
 
 # --------------------------------------------------------------------------- resampling

@@ -71,7 +71,7 @@ def noise_transfer_coefficients(sample_rate: int) -> np.ndarray:
     return np.convolve(notch, [1.0, -_TILT_ZERO])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _requantize(
     x: np.ndarray,
     dither_lsb: np.ndarray,

@@ -21,19 +21,21 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import signal
+from numba import njit
 
 from app.engine import analysis, audio_io
 from app.engine.errors import AudioInputError, ParameterError, ProcessingError
 from app.engine.mastering.dynamics import LinkedCompressor, MultibandCompressor, soft_clip
 from app.engine.mastering.eq import MidSideFIR, design_linear_phase
-from app.engine.mastering.limiter import DelayLine, LimiterEnvelope
+from app.engine.mastering.limiter import DelayLine, LimiterEnvelope, _envelope_kernel
 from app.engine.mastering.plan import MasteringPlan
 from app.engine.mastering.planner import MasterSettings, SpectrumBands, make_plan
 
@@ -119,17 +121,27 @@ class PreChain:
             x = self.multiband.process(x)
         return x
 
-    def process(self, block: np.ndarray) -> np.ndarray:
+    def linear(self, block: np.ndarray) -> np.ndarray:
+        """The FIR stage alone (latency-trimmed); feed its output to :meth:`dynamics` in order."""
         y = self.fir.process(block)
         if self._to_skip:
             k = min(self._to_skip, y.shape[1])
             y = y[:, k:]
             self._to_skip -= k
+        return y
+
+    def linear_flush(self) -> np.ndarray:
+        tail = self.fir.process(np.zeros((self.fir.channels, self.latency_frames), dtype=np.float32))
+        return tail[:, self._to_skip :]
+
+    def dynamics(self, y: np.ndarray) -> np.ndarray:
         return self._dynamics(y)
 
+    def process(self, block: np.ndarray) -> np.ndarray:
+        return self._dynamics(self.linear(block))
+
     def flush(self) -> np.ndarray:
-        tail = self.fir.process(np.zeros((self.fir.channels, self.latency_frames), dtype=np.float32))
-        return self._dynamics(tail[:, self._to_skip :])
+        return self._dynamics(self.linear_flush())
 
 
 class FinalStage:
@@ -157,6 +169,7 @@ class FinalStage:
         self._to_skip = self.latency_frames
         self._channels = ch
         self.limiter_gr_db: list[np.ndarray] = []
+        self._reused = False
 
     def _input(self, block: np.ndarray) -> np.ndarray:
         y = block * np.float32(self.gain)
@@ -179,13 +192,22 @@ class FinalStage:
             self.limiter_gr_db.append(gr.astype(np.float32))
         return out
 
-    def process(self, block: np.ndarray) -> np.ndarray:
+    @property
+    def can_reuse_peaks(self) -> bool:
+        """Without soft clip the limiter input is ``gain * x``, so the true peaks of ``x`` scale exactly."""
+        return not self.soft[0]
+
+    def process(self, block: np.ndarray, peaks: np.ndarray | None = None) -> np.ndarray:
+        """Limit ``block``; ``peaks`` (per-frame true peaks of ``block``) skips the live meter."""
         y = self._input(block)
         self._pending.append(y)
+        if peaks is not None and self.can_reuse_peaks:
+            self._reused = True
+            return self._emit(peaks.astype(np.float64) * self.gain)
         return self._emit(self.meter.process(y))
 
     def flush(self) -> np.ndarray:
-        rest = self._emit(self.meter.flush())
+        rest = self._emit(np.zeros(0) if self._reused else self.meter.flush())
         d = self.latency_frames
         self._pending.append(np.zeros((self._channels, d), dtype=np.float32))
         tail = self._emit(np.zeros(d, dtype=np.float64))
@@ -209,20 +231,81 @@ def _pop_frames(pending: list[np.ndarray], k: int, channels: int) -> np.ndarray:
     return out[0] if len(out) == 1 else np.concatenate(out, axis=1)
 
 
+# ============================================================================ two cores
+
+
+class _InOrder:
+    """Runs one stateful consumer on a second thread, in submission order, at most
+    ``depth`` blocks behind the producer (so memory stays bounded).
+
+    The numba kernels release the GIL and so do FFTs and file I/O, so the producer's
+    DSP and the consumer's metering/writing really run at the same time.
+    """
+
+    def __init__(self, depth: int = 2) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amc-chain")
+        self._pending: deque[Future[None]] = deque()
+        self._depth = depth
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        while len(self._pending) >= self._depth:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def finish(self) -> None:
+        """Wait for everything submitted; re-raise the first consumer error."""
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> _InOrder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            for f in self._pending:
+                f.cancel()
+        self.finish()
+
+
 # ============================================================================ loudness model
+
+
+@njit(cache=True, nogil=True)
+def _kpower_kernel(x, sos, weights, state, out):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """out[n] = sum_c weights[c] * (K-filtered x[c, n])^2; biquads in transposed direct form II."""
+    n = x.shape[1]
+    for i in range(n):
+        out[i] = 0.0
+    for c in range(x.shape[0]):
+        wc = weights[c]
+        if wc == 0.0:
+            continue
+        for i in range(n):
+            v = np.float64(x[c, i])
+            for k in range(sos.shape[0]):
+                b0, b1, b2, a1, a2 = sos[k, 0], sos[k, 1], sos[k, 2], sos[k, 4], sos[k, 5]
+                y = b0 * v + state[c, k, 0]
+                state[c, k, 0] = b1 * v - a1 * y + state[c, k, 1]
+                state[c, k, 1] = b2 * v - a2 * y
+                v = y
+            out[i] += wc * v * v
 
 
 class KWeightedPower:
     """Per-frame K-weighted power summed over channels with BS.1770 weights (streaming)."""
 
     def __init__(self, sample_rate: int, channels: int) -> None:
-        self.sos = analysis.k_weighting_sos(sample_rate)
+        self.sos = np.ascontiguousarray(analysis.k_weighting_sos(sample_rate), dtype=np.float64)
         self.weights = np.asarray(analysis.channel_weights(channels), dtype=np.float64)
-        self.zi = np.zeros((self.sos.shape[0], channels, 2), dtype=np.float64)
+        self.state = np.zeros((channels, self.sos.shape[0], 2), dtype=np.float64)
 
     def process(self, block: np.ndarray) -> np.ndarray:
-        y, self.zi = signal.sosfilt(self.sos, block, axis=1, zi=self.zi)
-        return np.einsum("c,cn->n", self.weights, y * y).astype(np.float32)
+        out = np.empty(block.shape[1], dtype=np.float64)
+        _kpower_kernel(np.ascontiguousarray(block, dtype=np.float32), self.sos, self.weights, self.state, out)
+        return out.astype(np.float32)
 
 
 def _integrated_from_subblocks(z: np.ndarray) -> float:
@@ -262,7 +345,7 @@ class ScratchTrack:
 
     def write(self, key: str, data: np.ndarray) -> None:
         a = np.ascontiguousarray(data.T if key == "x" else data, dtype=np.float32)
-        self._fh[key].write(a.tobytes())
+        self._fh[key].write(memoryview(a).cast("B"))  # no extra copy
         if key == "x":
             self.frames += data.shape[1]
 
@@ -312,6 +395,40 @@ class SubblockAccumulator:
         return np.diff(self._cum) / np.maximum(np.diff(self.edges), 1)
 
 
+@njit(cache=True, nogil=True)
+def _model_kernel(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    req, w, g2, dq_idx, dq_val, box, istate, fstate, window, box_len, release,
+    gains, wring, mstate, sums, edges, total,
+):  # fmt: skip
+    """Limiter envelope for ``req`` and, fused, the sub-block energies of gain² x g2 x w.
+
+    ``w`` enters a delay ring of the envelope's latency so each gain meets its own frame.
+    mstate = [output frame position, sub-block index, ring position].
+    """
+    _envelope_kernel(req, gains, dq_idx, dq_val, box, istate, fstate, window, box_len, release)
+    d = wring.shape[0]
+    pos = mstate[0]
+    k = mstate[1]
+    r = mstate[2]
+    last = sums.shape[0] - 1
+    for i in range(req.shape[0]):
+        wd = wring[r] if d > 0 else w[i]
+        if d > 0:
+            wring[r] = w[i]
+            r += 1
+            if r == d:
+                r = 0
+        if pos >= 0 and pos < total:
+            while k < last and edges[k + 1] <= pos:
+                k += 1
+            if pos < edges[k + 1]:
+                sums[k] += gains[i] * gains[i] * g2 * wd
+        pos += 1
+    mstate[0] = pos
+    mstate[1] = k
+    mstate[2] = r
+
+
 def model_loudness(scratch: ScratchTrack, plan: MasteringPlan, gain_db: float) -> float:
     """Predicted integrated loudness after gain + limiter, from the scratch peaks and power.
 
@@ -326,9 +443,21 @@ def model_loudness(scratch: ScratchTrack, plan: MasteringPlan, gain_db: float) -
         release_ms=lim.release_ms, margin_db=lim.margin_db,
     )  # fmt: skip
     d = env.latency_frames
-    acc = SubblockAccumulator(scratch.frames, sr)
-    w_hist = np.zeros(d, dtype=np.float32)
-    skip = d
+    edges = _subblock_edges(scratch.frames, sr)
+    sums = np.zeros(max(len(edges) - 1, 1), dtype=np.float64)
+    if len(edges) < 2:
+        edges = np.array([0, scratch.frames + 1], dtype=np.int64)
+    wring = np.zeros(d, dtype=np.float32)
+    mstate = np.array([-d, 0, 0], dtype=np.int64)
+
+    def run(pk: np.ndarray, w: np.ndarray) -> None:
+        req = env.required_gain(pk)
+        gains = np.empty_like(req)
+        _model_kernel(
+            req, w, g * g, env._dq_idx, env._dq_val, env._box, env._istate, env._fstate,
+            env._window, env._box_len, env._release, gains, wring, mstate, sums, edges, scratch.frames,
+        )  # fmt: skip
+
     for p, w in zip(scratch.blocks("p"), scratch.blocks("w"), strict=True):
         pk = p.astype(np.float64) * g
         if sc.enabled:
@@ -336,17 +465,11 @@ def model_loudness(scratch: ScratchTrack, plan: MasteringPlan, gain_db: float) -
                 pk[None, :], threshold_db=lim.ceiling_dbtp + sc.threshold_db,
                 ceiling_db=lim.ceiling_dbtp + sc.ceiling_db,
             )[0].astype(np.float64)  # fmt: skip
-        gains = env.process(pk)
-        wd = np.concatenate([w_hist, w])
-        w_hist = wd[len(wd) - d :] if d else w_hist
-        e = gains * gains * (g * g) * wd[: len(gains)]
-        if skip:
-            k = min(skip, len(e))
-            e, skip = e[k:], skip - k
-        acc.add(e)
-    tail = env.process(np.zeros(d))
-    acc.add((tail * tail * (g * g) * w_hist)[skip:])
-    return _integrated_from_subblocks(acc.mean_power())
+        run(pk, w)
+    run(np.zeros(d), np.zeros(d, dtype=np.float32))
+    if len(edges) < 2 or scratch.frames < sr // 10 * 4:
+        return -math.inf
+    return _integrated_from_subblocks(sums / np.maximum(np.diff(edges), 1))
 
 
 # ============================================================================ results
@@ -463,10 +586,16 @@ def spectrum_of(a: analysis.Analysis) -> SpectrumBands:
     )
 
 
-def analyze_file(path: Path, *, musical: bool = False, progress: ProgressFn | None = None) -> analysis.Analysis:
-    """Stream a file through the analyser (bounded memory)."""
+def analyze_file(
+    path: Path, *, musical: bool = False, true_peak: bool = True, progress: ProgressFn | None = None
+) -> analysis.Analysis:
+    """Stream a file through the analyser (bounded memory).
+
+    ``true_peak=False`` leaves the true peak at -inf (the mastering renderer measures it
+    during its processing pass instead, saving a second oversampling of the input).
+    """
     info = audio_io.probe(path)
-    an = analysis.Analyzer(info.sample_rate, info.channels)
+    an = analysis.Analyzer(info.sample_rate, info.channels, keep_musical=musical, true_peak=true_peak)
     done = 0
     for block in audio_io.iter_blocks(path, block_frames=BLOCK_FRAMES):
         an.process(block)
@@ -501,11 +630,11 @@ def plan_for_file(
     progress = progress or _noop_progress
     info = audio_io.probe(path)
     if before is None:
-        before = analyze_file(path, progress=lambda f, m: progress(0.2 * f, m))
+        before = analyze_file(path, true_peak=False, progress=lambda f, m: progress(0.2 * f, m))
     _check_masterable(info, before)
     ref_spectra = []
     for r in references:
-        ra = analyze_file(Path(r))
+        ra = analyze_file(Path(r), true_peak=False)
         if ra.integrated_lufs is None or not np.isfinite(ra.integrated_lufs):
             raise AudioInputError(f"reference {Path(r).name} is silent")
         ref_spectra.append(spectrum_of(ra))
@@ -529,31 +658,53 @@ def plan_for_file(
     return plan, before, target_spec
 
 
-def _pre_chain_pass(path: Path, plan: MasteringPlan, scratch: ScratchTrack, progress: ProgressFn, total: int) -> _GrTracker:
+def _pre_chain_pass(
+    path: Path, plan: MasteringPlan, scratch: ScratchTrack, progress: ProgressFn, total: int
+) -> tuple[_GrTracker, float, float]:
+    """Pass B; returns the compressor's gain reduction, the pre-limiter integrated loudness
+    and the *input's* true peak (dBTP), measured here on the second core."""
     pre = PreChain(plan)
+    pre.fir.fft_workers = 1  # the FIR has a thread of its own here
     tp = analysis.TruePeakMeter(plan.sample_rate, plan.channels, oversample=plan.limiter.oversample)
+    tp_in = analysis.TruePeakMeter(plan.sample_rate, plan.channels, oversample=plan.limiter.oversample)
     kw = KWeightedPower(plan.sample_rate, plan.channels)
     comp_gr = _GrTracker(plan.sample_rate)
+    loud = SubblockAccumulator(total, plan.sample_rate)
 
     def take(y: np.ndarray) -> None:
         if y.shape[1] == 0:
             return
         scratch.write("x", y)
         scratch.write("p", tp.process(y))
-        scratch.write("w", kw.process(y))
+        w = kw.process(y)
+        scratch.write("w", w)
+        loud.add(w)
+
+    def dynamics(linear_out: np.ndarray, bg: _InOrder) -> None:
+        y = pre.dynamics(linear_out)
         for gr in pre.compressor_gr_db:
             comp_gr.add(gr)
         pre.compressor_gr_db.clear()
+        bg.submit(take, y)
 
+    # Three stages on two cores: FIR (thread), compressor (here), metering + scratch (thread).
     done = 0
-    for block in audio_io.iter_blocks(path, block_frames=BLOCK_FRAMES):
-        take(pre.process(block))
-        done += block.shape[1]
-        progress(0.2 + 0.35 * done / max(total, 1), "processing EQ and dynamics")
-    take(pre.flush())
+    linear: deque[Future[np.ndarray]] = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="amc-fir") as fir, _InOrder() as bg:
+        for block in audio_io.iter_blocks(path, block_frames=BLOCK_FRAMES):
+            bg.submit(tp_in.process, block)
+            linear.append(fir.submit(pre.linear, block))
+            if len(linear) >= 2:
+                dynamics(linear.popleft().result(), bg)
+            done += block.shape[1]
+            progress(0.2 + 0.35 * done / max(total, 1), "processing EQ and dynamics")
+        while linear:
+            dynamics(linear.popleft().result(), bg)
+        dynamics(pre.linear_flush(), bg)
     scratch.write("p", tp.flush())
     scratch.finish()
-    return comp_gr
+    tp_in.flush()
+    return comp_gr, _integrated_from_subblocks(loud.mean_power()), float(analysis.gain_to_db(tp_in.peak))
 
 
 def solve_gain_db(scratch: ScratchTrack, plan: MasteringPlan, first_guess_db: float) -> float:
@@ -587,22 +738,24 @@ def _render_pass(
     p_from: float,
 ) -> tuple[analysis.Analysis, np.ndarray]:
     final = FinalStage(plan, gain_db, ceiling_offset_db=ceiling_offset_db)
-    an = analysis.Analyzer(plan.sample_rate, plan.channels)
+    an = analysis.Analyzer(plan.sample_rate, plan.channels, keep_musical=False)
     gr = _GrTracker(plan.sample_rate)
     done = 0
 
     def take(y: np.ndarray) -> None:
         if y.shape[1]:
-            an.process(writer.write(y))
+            q = writer.write(y)
+            bg.submit(an.process, q)  # meter exactly what was written, on the other core
         for g in final.limiter_gr_db:
             gr.add(_gains_to_gr_db(g))
         final.limiter_gr_db.clear()
 
-    for x in scratch.blocks("x"):
-        take(final.process(x))
-        done += x.shape[1]
-        progress(p_from + (0.98 - p_from) * done / max(scratch.frames, 1), "limiting and writing")
-    take(final.flush())
+    with _InOrder() as bg:
+        for x, p in zip(scratch.blocks("x"), scratch.blocks("p"), strict=True):
+            take(final.process(x, p))
+            done += x.shape[1]
+            progress(p_from + (0.98 - p_from) * done / max(scratch.frames, 1), "limiting and writing")
+        take(final.flush())
     return an.result(), gr.result()
 
 
@@ -644,16 +797,19 @@ def master_file(
                 f"the plan is for {plan.channels} ch / {plan.sample_rate} Hz but {path.name} is "
                 f"{info.channels} ch / {info.sample_rate} Hz"
             )
-        before = analyze_file(path, progress=lambda f, m: progress(0.2 * f, m))
+        before = analyze_file(path, true_peak=False, progress=lambda f, m: progress(0.2 * f, m))
         _check_masterable(info, before)
 
     scratch = ScratchTrack(plan.channels, scratch_dir)
     try:
-        comp_gr = _pre_chain_pass(path, plan, scratch, progress, info.frames)
+        comp_gr, pre_lufs, input_tp_db = _pre_chain_pass(path, plan, scratch, progress, info.frames)
+        before = replace(before, true_peak_dbtp=input_tp_db, plr_db=input_tp_db - before.integrated_lufs)
         progress(0.56, "solving loudness through the limiter")
         gain_db = plan.loudness.gain_db
         if gain_db is None:
-            gain_db = solve_gain_db(scratch, plan, 0.0)
+            if not np.isfinite(pre_lufs):
+                raise ProcessingError("the processed signal is silent: cannot reach the loudness target")
+            gain_db = solve_gain_db(scratch, plan, plan.loudness.target_lufs - pre_lufs)
         ceiling_offset = 0.0
         tol = plan.loudness.tolerance_lu
         passes = 0
@@ -818,8 +974,7 @@ def _solve_in_memory(y: np.ndarray, plan: MasteringPlan) -> float:
 def loudest_window(short_term_lufs: Sequence[float | None], sample_rate: int, *, seconds: float = PREVIEW_SECONDS) -> int:
     """Start frame of the ``seconds``-long window with the highest mean short-term loudness.
 
-    ``short_term_lufs`` is the 10 Hz short-term series (value k covers the 3 s ending at
-    (k + 1) / 10 s).
+    ``short_term_lufs`` is the 10 Hz short-term series (value k covers the 3 s from k / 10 s).
     """
     st = np.asarray([v if v is not None else -np.inf for v in short_term_lufs], dtype=np.float64)
     if st.size == 0:
@@ -830,8 +985,7 @@ def loudest_window(short_term_lufs: Sequence[float | None], sample_rate: int, *,
         return 0
     c = np.concatenate([[0.0], np.cumsum(power)])
     k = int(np.argmax(c[win:] - c[:-win]))
-    start_s = max(0.0, (k + 1) / 10.0 - 3.0)
-    return int(start_s * sample_rate)
+    return int(k / 10.0 * sample_rate)
 
 
 def preview(

@@ -149,7 +149,7 @@ def _biquad_coefficients(kind: str, corner_hz: float, sample_rate: int, q: float
 # --------------------------------------------------------------------------- kernels
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, nogil=True)
 def _gain_reduction_db(level_db, threshold_db, slope, knee_db):  # type: ignore[no-untyped-def]
     """Gain reduction (>= 0 dB) of the soft-knee curve; ``slope = 1/ratio - 1``."""
     over_db = level_db - threshold_db
@@ -161,7 +161,7 @@ def _gain_reduction_db(level_db, threshold_db, slope, knee_db):  # type: ignore[
     return -slope * over_db
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, nogil=True)
 def _detector_kernel(x, detector, hpf_coefficients, hpf_state, use_hpf, use_rms):  # type: ignore[no-untyped-def]
     """Per-sample detector input over channels: sum of squares (RMS) or max |x| (peak).
 
@@ -193,7 +193,7 @@ def _detector_kernel(x, detector, hpf_coefficients, hpf_state, use_hpf, use_rms)
         hpf_state[c, 1] = s2
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, nogil=True)
 def _compressor_kernel(  # type: ignore[no-untyped-def]
     x,
     out,
@@ -249,7 +249,7 @@ def _compressor_kernel(  # type: ignore[no-untyped-def]
     state[1] = gr_db
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, nogil=True)
 def _crossover_kernel(x, low, mid, high, coefficients, state):  # type: ignore[no-untyped-def]
     """3-band LR4 split of ``x: (channels, n)`` into ``low``, ``mid``, ``high``.
 

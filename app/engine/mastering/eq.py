@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft
-from scipy import signal
 
 from app.engine.errors import ParameterError
 
@@ -184,17 +183,23 @@ def design_linear_phase(
         with np.errstate(divide="ignore"):
             ratio = np.where(grid > 0, highpass_hz / np.maximum(grid, 1e-9), np.inf)
         mag = mag / np.sqrt(1.0 + ratio ** (2 * highpass_order))
-    taps = signal.firwin2(numtaps, grid, mag, fs=sample_rate, window=("kaiser", 8.0))
+    # Frequency sampling: the desired magnitude on a dense grid, a linear-phase term for
+    # a centred impulse, inverse FFT, then a Kaiser window to tame the truncation ripple.
+    nfft = 1 << int(np.ceil(np.log2(4 * numtaps)))
+    f = np.linspace(0.0, nyq, nfft // 2 + 1)
+    desired = np.interp(f, grid, mag) * np.exp(-1j * np.pi * (numtaps - 1) / 2.0 * f / nyq)
+    window = np.kaiser(numtaps, 8.0)
+    taps = np.fft.irfft(desired, nfft)[:numtaps] * window
     if highpass_hz > 0:
         # Windowing leaks a little DC back in; cancel it with a scaled window (affects only ~DC).
-        w = signal.get_window(("kaiser", 8.0), numtaps, fftbins=False)
-        taps = taps - w * (taps.sum() / w.sum())
+        taps = taps - window * (taps.sum() / window.sum())
     return taps
 
 
 def frequency_response_db(taps: np.ndarray, sample_rate: int, freqs_hz: np.ndarray) -> np.ndarray:
-    """Magnitude response (dB) of FIR ``taps`` at ``freqs_hz``."""
-    _, h = signal.freqz(taps, worN=np.asarray(freqs_hz, dtype=np.float64), fs=sample_rate)
+    """Magnitude response (dB) of FIR ``taps`` at ``freqs_hz`` (direct DTFT)."""
+    w = 2.0 * np.pi * np.asarray(freqs_hz, dtype=np.float64) / sample_rate
+    h = np.exp(-1j * np.outer(w, np.arange(len(taps)))) @ np.asarray(taps, dtype=np.float64)
     return 20.0 * np.log10(np.maximum(np.abs(h), 1e-12))
 
 
@@ -220,6 +225,8 @@ class MidSideFIR:
         self._side = np.asarray(side_taps, dtype=np.float64)
         self._hist = np.zeros((channels, self.numtaps - 1), dtype=np.float32)
         self._spec_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        #: threads per FFT; 1 when the caller already runs this filter on its own thread
+        self.fft_workers = 2
 
     def _spectra(self, nfft: int) -> tuple[np.ndarray, np.ndarray]:
         if nfft not in self._spec_cache:
@@ -244,17 +251,17 @@ class MidSideFIR:
             np.add(x[0], x[1], out=ms[0])
             np.subtract(x[0], x[1], out=ms[1])
             ms *= 0.5
-            spec = scipy.fft.rfft(ms, nfft, axis=1, workers=2)
+            spec = scipy.fft.rfft(ms, nfft, axis=1, workers=self.fft_workers)
             spec[0] *= hm
             spec[1] *= hs
-            y = scipy.fft.irfft(spec, nfft, axis=1, workers=2)[:, self.numtaps - 1 : x.shape[1]]
+            y = scipy.fft.irfft(spec, nfft, axis=1, workers=self.fft_workers)[:, self.numtaps - 1 : x.shape[1]]
             out = np.empty((2, n), dtype=np.float32)
             np.add(y[0], y[1], out=out[0])
             np.subtract(y[0], y[1], out=out[1])
             return out
-        spec = scipy.fft.rfft(x, nfft, axis=1, workers=2)
+        spec = scipy.fft.rfft(x, nfft, axis=1, workers=self.fft_workers)
         spec *= hm
-        return scipy.fft.irfft(spec, nfft, axis=1, workers=2)[:, self.numtaps - 1 : x.shape[1]].astype(np.float32)
+        return scipy.fft.irfft(spec, nfft, axis=1, workers=self.fft_workers)[:, self.numtaps - 1 : x.shape[1]].astype(np.float32)
 
     def reset(self) -> None:
         self._hist[:] = 0.0

@@ -31,7 +31,7 @@ from app.engine.errors import ParameterError
 GUARD_FRAMES = 8
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _envelope_kernel(
     req: np.ndarray,
     out: np.ndarray,

@@ -61,21 +61,22 @@ def plot_master(result: MasterResult, path: Path) -> None:
     ax = axes[0]
     c = np.asarray(result.before.spectrum["centers_hz"], dtype=float)
 
-    def anchored(v: list) -> np.ndarray:
-        a = np.asarray([x if x is not None else np.nan for x in v], dtype=float)
-        sel = (c >= 100) & (c <= 8000)
-        return a - np.nanmean(a[sel])
+    sel = (c >= 100) & (c <= 8000)
 
-    ax.semilogx(c, anchored(result.before.spectrum["mid_db"]), "-o", ms=3, label="before (mid)", color="#888")
-    ax.semilogx(c, anchored(result.after.spectrum["mid_db"]), "-o", ms=3, label="after (mid)", color="#1f77b4")
-    ax.semilogx(c, anchored(result.after.spectrum["side_db"]), "--", lw=1, label="after (side)", color="#1f77b4")
+    def levels(v: list) -> np.ndarray:
+        return np.asarray([x if x is not None else np.nan for x in v], dtype=float)
+
+    # each track's mid and side share the mid's anchor, so side shows the width per band
+    for a, lab, col in ((result.before, "before", "#888"), (result.after, "after", "#1f77b4")):
+        mid, side = levels(a.spectrum["mid_db"]), levels(a.spectrum["side_db"])
+        anchor = np.nanmean(mid[sel])
+        ax.semilogx(c, mid - anchor, "-o", ms=3, label=f"{lab} (mid)", color=col)
+        ax.semilogx(c, side - anchor, "--", lw=1, label=f"{lab} (side)", color=col, alpha=0.8)
     if result.target_spectrum is not None:
         t = result.target_spectrum.on(c)
-        sel = (c >= 100) & (c <= 8000)
         ax.semilogx(c, t.mid_db - t.mid_db[sel].mean(), "-", lw=2, color="#d62728", alpha=0.7, label="reference (mid)")
     else:
         tgt = style_target_db(c, plan.style)
-        sel = (c >= 100) & (c <= 8000)
         ax.semilogx(c, tgt - tgt[sel].mean(), "-", lw=2, color="#d62728", alpha=0.7, label=f"{plan.style} target")
     ax.set_xlim(20, min(20000, plan.sample_rate / 2))
     ax.set_ylim(-40, 20)
@@ -89,7 +90,7 @@ def plot_master(result: MasterResult, path: Path) -> None:
     ax = axes[1]
     for a, lab, col in ((result.before, "before", "#888"), (result.after, "after", "#1f77b4")):
         st = np.asarray([x if x is not None else np.nan for x in a.short_term_series], dtype=float)
-        ax.plot(np.arange(len(st)) / 10.0, st, label=f"{lab} (I = {a.integrated_lufs:.1f} LUFS)", color=col)
+        ax.plot(3.0 + np.arange(len(st)) / 10.0, st, label=f"{lab} (I = {a.integrated_lufs:.1f} LUFS)", color=col)
     ax.axhline(plan.loudness.target_lufs, color="#d62728", ls="--", lw=1, label="target")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("short-term loudness (LUFS)")
