@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import soxr
+from numba import njit
 
 from app.engine.dither import Ditherer
 from app.engine.errors import AudioInputError, AudioOutputError, ParameterError
@@ -433,6 +434,42 @@ def _check_int(name: str, value: object, *, minimum: int) -> int:
     return int(value)
 
 
+@njit(cache=True, nogil=True)
+def _transpose_checked(frames_first, out, check):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """out[c, i] = frames_first[i, c]; returns the first non-finite flat index (i * ch + c) or -1."""
+    n, ch = frames_first.shape
+    bad = -1
+    for i in range(n):
+        for c in range(ch):
+            v = frames_first[i, c]
+            out[c, i] = v
+            if check and bad < 0 and not np.isfinite(v):
+                bad = i * ch + c
+    return bad
+
+
+@njit(cache=True, nogil=True)
+def _codes_kernel(q, full_scale, low, high, shift, codes, written):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """Grid values -> clipped integer codes (frames-first, shifted for libsndfile) and their float.
+
+    Returns the number of samples clipped to full scale.
+    """
+    ch, n = q.shape
+    clipped = 0
+    for c in range(ch):
+        for i in range(n):
+            v = np.rint(q[c, i] * full_scale)
+            if v < low:
+                v = low
+                clipped += 1
+            elif v > high:
+                v = high
+                clipped += 1
+            codes[i, c] = np.int64(v) << shift
+            written[c, i] = v / full_scale
+    return clipped
+
+
 def _first_non_finite(block: np.ndarray) -> tuple[int, int, str] | None:
     """(frame, channel, 'NaN'/'Inf') of the first bad sample of a (frames, channels) block."""
     bad = ~np.isfinite(block)
@@ -486,7 +523,7 @@ def _blocks_frames_first(
                     f"{p} is damaged and cannot be decoded{where} ({detail})."
                 ) from exc
             n = got.shape[0]
-            if check:
+            if check and not np.isfinite(got.sum(dtype=np.float64)):  # one cheap pass first
                 bad = _first_non_finite(got)
                 if bad is not None:
                     frame, channel, kind = bad
@@ -631,7 +668,9 @@ def _channels_first_blocks(
     ):
         # Always a fresh array (mono's transpose would otherwise be a view of the reused read
         # buffer): consumers may hand blocks to another thread.
-        yield np.array(block.T, dtype=np.float32, order="C")
+        out = np.empty((block.shape[1], block.shape[0]), dtype=np.float32)
+        _transpose_checked(block, out, False)
+        yield out
 
 
 # --------------------------------------------------------------------------- resampling
@@ -987,18 +1026,22 @@ class AudioWriter:
         else:
             self._refuse_non_finite(x)
             assert self._ditherer is not None
-            codes = np.rint(self._ditherer.process(x) * self._full_scale)
-            low, high = -self._full_scale, self._full_scale - 1
-            self.clipped_samples += int(np.count_nonzero((codes < low) | (codes > high)))
-            np.clip(codes, low, high, out=codes)
-            written = (codes / self._full_scale).astype(np.float32)
+            n = x.shape[1]
+            written = np.empty((self.channels, n), dtype=np.float32)
             if self.fmt.bits <= 16:
-                data = codes.astype(np.int16)
+                data = np.empty((n, self.channels), dtype=np.int16)
+                shift = 0
             else:
                 # libsndfile stores the top `bits` bits of an int32.
-                data = codes.astype(np.int32) << (32 - self.fmt.bits)
+                data = np.empty((n, self.channels), dtype=np.int32)
+                shift = 32 - self.fmt.bits
+            fs = self._full_scale
+            d = self._ditherer
+            # Plain rounding needs no requantisation pass: the kernel rounds to the grid itself.
+            q = d.process(x) if (d.dither or d.noise_shaping) else np.ascontiguousarray(x)
+            self.clipped_samples += int(_codes_kernel(q, float(fs), float(-fs), float(fs - 1), shift, data, written))
         try:
-            self._file.write(_to_frames_first(data))
+            self._file.write(data if not self.fmt.is_float else _to_frames_first(data))
         except (sf.SoundFileError, RuntimeError, OSError, AssertionError) as exc:
             # soundfile asserts on a short write that libsndfile did not flag.
             raise AudioOutputError(f"Cannot write {self.path}: {_reason(exc)}.") from exc

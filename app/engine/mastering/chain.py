@@ -275,23 +275,30 @@ class _InOrder:
 
 @njit(cache=True, nogil=True)
 def _kpower_kernel(x, sos, weights, state, out):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
-    """out[n] = sum_c weights[c] * (K-filtered x[c, n])^2; biquads in transposed direct form II."""
+    """out[n] = sum_c weights[c] * (K-filtered x[c, n])^2.
+
+    K-weighting is two biquads (transposed direct form II); their state lives in locals
+    inside the loop so it stays in registers.
+    """
     n = x.shape[1]
-    for i in range(n):
-        out[i] = 0.0
+    out[:] = 0.0
+    b00, b01, b02, a01, a02 = sos[0, 0], sos[0, 1], sos[0, 2], sos[0, 4], sos[0, 5]
+    b10, b11, b12, a11, a12 = sos[1, 0], sos[1, 1], sos[1, 2], sos[1, 4], sos[1, 5]
     for c in range(x.shape[0]):
         wc = weights[c]
         if wc == 0.0:
             continue
+        z00, z01, z10, z11 = state[c, 0, 0], state[c, 0, 1], state[c, 1, 0], state[c, 1, 1]
         for i in range(n):
             v = np.float64(x[c, i])
-            for k in range(sos.shape[0]):
-                b0, b1, b2, a1, a2 = sos[k, 0], sos[k, 1], sos[k, 2], sos[k, 4], sos[k, 5]
-                y = b0 * v + state[c, k, 0]
-                state[c, k, 0] = b1 * v - a1 * y + state[c, k, 1]
-                state[c, k, 1] = b2 * v - a2 * y
-                v = y
-            out[i] += wc * v * v
+            y0 = b00 * v + z00
+            z00 = b01 * v - a01 * y0 + z01
+            z01 = b02 * v - a02 * y0
+            y1 = b10 * y0 + z10
+            z10 = b11 * y0 - a11 * y1 + z11
+            z11 = b12 * y0 - a12 * y1
+            out[i] += wc * y1 * y1
+        state[c, 0, 0], state[c, 0, 1], state[c, 1, 0], state[c, 1, 1] = z00, z01, z10, z11
 
 
 class KWeightedPower:
@@ -299,6 +306,8 @@ class KWeightedPower:
 
     def __init__(self, sample_rate: int, channels: int) -> None:
         self.sos = np.ascontiguousarray(analysis.k_weighting_sos(sample_rate), dtype=np.float64)
+        if self.sos.shape[0] != 2:
+            raise ParameterError("K-weighting is expected to be two biquad sections")
         self.weights = np.asarray(analysis.channel_weights(channels), dtype=np.float64)
         self.state = np.zeros((channels, self.sos.shape[0], 2), dtype=np.float64)
 
@@ -630,7 +639,7 @@ def plan_for_file(
     progress = progress or _noop_progress
     info = audio_io.probe(path)
     if before is None:
-        before = analyze_file(path, true_peak=False, progress=lambda f, m: progress(0.2 * f, m))
+        before = analyze_file(path, progress=lambda f, m: progress(0.2 * f, m))
     _check_masterable(info, before)
     ref_spectra = []
     for r in references:
@@ -660,13 +669,11 @@ def plan_for_file(
 
 def _pre_chain_pass(
     path: Path, plan: MasteringPlan, scratch: ScratchTrack, progress: ProgressFn, total: int
-) -> tuple[_GrTracker, float, float]:
-    """Pass B; returns the compressor's gain reduction, the pre-limiter integrated loudness
-    and the *input's* true peak (dBTP), measured here on the second core."""
+) -> tuple[_GrTracker, float]:
+    """Pass B; returns the compressor's gain reduction and the pre-limiter integrated loudness."""
     pre = PreChain(plan)
     pre.fir.fft_workers = 1  # the FIR has a thread of its own here
     tp = analysis.TruePeakMeter(plan.sample_rate, plan.channels, oversample=plan.limiter.oversample)
-    tp_in = analysis.TruePeakMeter(plan.sample_rate, plan.channels, oversample=plan.limiter.oversample)
     kw = KWeightedPower(plan.sample_rate, plan.channels)
     comp_gr = _GrTracker(plan.sample_rate)
     loud = SubblockAccumulator(total, plan.sample_rate)
@@ -692,7 +699,6 @@ def _pre_chain_pass(
     linear: deque[Future[np.ndarray]] = deque()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="amc-fir") as fir, _InOrder() as bg:
         for block in audio_io.iter_blocks(path, block_frames=BLOCK_FRAMES):
-            bg.submit(tp_in.process, block)
             linear.append(fir.submit(pre.linear, block))
             if len(linear) >= 2:
                 dynamics(linear.popleft().result(), bg)
@@ -703,29 +709,48 @@ def _pre_chain_pass(
         dynamics(pre.linear_flush(), bg)
     scratch.write("p", tp.flush())
     scratch.finish()
-    tp_in.flush()
-    return comp_gr, _integrated_from_subblocks(loud.mean_power()), float(analysis.gain_to_db(tp_in.peak))
+    return comp_gr, _integrated_from_subblocks(loud.mean_power())
 
 
 def solve_gain_db(scratch: ScratchTrack, plan: MasteringPlan, first_guess_db: float) -> float:
-    """Gain before the limiter that lands the modelled loudness on target (secant, then bisection)."""
+    """Gain before the limiter that lands the modelled loudness on target.
+
+    The model is smooth and nearly linear in the gain, so it is evaluated at two gains
+    at once (two threads; the kernels release the GIL) and interpolated; a second
+    round around the estimate runs only when the target was outside the first
+    bracket.  Falls back to secant steps if something is odd (e.g. a heavy soft clip).
+    """
     target = plan.loudness.target_lufs
-    g0 = first_guess_db
-    l0 = model_loudness(scratch, plan, g0)
-    if not np.isfinite(l0):
-        raise ProcessingError("the processed signal is silent: cannot reach the loudness target")
-    g1 = float(np.clip(g0 + (target - l0), -60.0, 60.0))
-    l1 = model_loudness(scratch, plan, g1)
-    for _ in range(12):
-        if abs(l1 - target) <= SOLVE_TOLERANCE_LU / 2:
-            return g1
-        slope = (l1 - l0) / (g1 - g0) if abs(g1 - g0) > 1e-9 else 1.0
+
+    def pair(a: float, b: float) -> tuple[float, float]:
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="amc-solve") as pool:
+            fa = pool.submit(model_loudness, scratch, plan, a)
+            fb = pool.submit(model_loudness, scratch, plan, b)
+            return fa.result(), fb.result()
+
+    def interpolate(a: float, la: float, b: float, lb: float) -> float:
+        slope = (lb - la) / (b - a) if abs(b - a) > 1e-9 else 1.0
         slope = float(np.clip(slope, 0.05, 1.5))
-        g0, l0 = g1, l1
-        g1 = g1 + (target - l1) / slope
-        g1 = float(np.clip(g1, -60.0, 60.0))
-        l1 = model_loudness(scratch, plan, g1)
-    return g1
+        return float(np.clip(a + (target - la) / slope, -60.0, 60.0))
+
+    g0 = float(np.clip(first_guess_db, -60.0, 60.0))
+    g1 = g0 + 1.0
+    l0, l1 = pair(g0, g1)
+    if not (np.isfinite(l0) and np.isfinite(l1)):
+        raise ProcessingError("the processed signal is silent: cannot reach the loudness target")
+    g = interpolate(g0, l0, g1, l1)
+    if min(l0, l1) - 0.01 <= target <= max(l0, l1) + 0.01:
+        return g
+    # Extrapolated: bracket the estimate tightly and interpolate again.
+    a, b = g - 0.25, g + 0.25
+    la, lb = pair(a, b)
+    g = interpolate(a, la, b, lb)
+    for _ in range(8):  # rare: secant steps until the model agrees
+        lg = model_loudness(scratch, plan, g)
+        if abs(lg - target) <= SOLVE_TOLERANCE_LU / 2:
+            break
+        g, a, la = interpolate(a, la, g, lg), g, lg
+    return g
 
 
 def _render_pass(
@@ -797,13 +822,12 @@ def master_file(
                 f"the plan is for {plan.channels} ch / {plan.sample_rate} Hz but {path.name} is "
                 f"{info.channels} ch / {info.sample_rate} Hz"
             )
-        before = analyze_file(path, true_peak=False, progress=lambda f, m: progress(0.2 * f, m))
+        before = analyze_file(path, progress=lambda f, m: progress(0.2 * f, m))
         _check_masterable(info, before)
 
     scratch = ScratchTrack(plan.channels, scratch_dir)
     try:
-        comp_gr, pre_lufs, input_tp_db = _pre_chain_pass(path, plan, scratch, progress, info.frames)
-        before = replace(before, true_peak_dbtp=input_tp_db, plr_db=input_tp_db - before.integrated_lufs)
+        comp_gr, pre_lufs = _pre_chain_pass(path, plan, scratch, progress, info.frames)
         progress(0.56, "solving loudness through the limiter")
         gain_db = plan.loudness.gain_db
         if gain_db is None:

@@ -227,3 +227,17 @@ def test_plan_for_another_format_is_refused(program_44k_30s, tmp_path):
     plan.eq.freqs_hz, plan.eq.mid_gain_db, plan.eq.side_gain_db = [], [], []
     with pytest.raises(ParameterError, match="plan is for"):
         master_file(program_44k_30s, tmp_path / "o.wav", plan=plan)
+
+
+@pytest.mark.parametrize(("sr", "ch"), [(44100, 2), (48000, 6), (8000, 1)])
+def test_k_weighted_power_matches_a_reference_filter(sr, ch):
+    from scipy import signal
+
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((ch, 9000)) * 0.2).astype(np.float32)
+    sos = analysis.k_weighting_sos(sr)
+    y = signal.sosfilt(sos, x.astype(np.float64), axis=1)
+    want = np.einsum("c,cn->n", analysis.channel_weights(ch), y * y)
+    kw = chain.KWeightedPower(sr, ch)
+    got = np.concatenate([kw.process(x[:, :4000]), kw.process(x[:, 4000:])])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-9)
