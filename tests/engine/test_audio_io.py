@@ -974,3 +974,14 @@ def test_iter_blocks_over_an_hour_long_file_keeps_memory_bounded(tmp_path: Path)
     peak = max(peak, process.memory_info().rss)
     assert total == frames
     assert peak - baseline < 100 * 2**20
+
+
+def test_iter_blocks_yields_independent_arrays_for_mono(tmp_path):
+    """Blocks may go to another thread: none may alias the reader's reused buffer."""
+    x = np.linspace(-0.5, 0.5, 10_000, dtype=np.float32)
+    p = tmp_path / "mono.wav"
+    sf.write(p, x, 48000, subtype="FLOAT")
+    blocks = list(audio_io.iter_blocks(p, block_frames=3000))
+    assert len(blocks) == 4
+    np.testing.assert_array_equal(np.concatenate(blocks, axis=1)[0], x)
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(blocks) for b in blocks[i + 1 :])

@@ -1022,7 +1022,14 @@ def preview(
     """
     start = loudest_window(before.short_term_series, plan.sample_rate, seconds=seconds)
     n = int(seconds * plan.sample_rate)
-    src, _ = audio_io.read(Path(path), start_frame=start, frames=n)
+    info = audio_io.probe(Path(path))
+    src, _ = audio_io.read(Path(path), start_frame=start, frames=min(n, info.frames - start))
+    if plan.loudness.gain_db is None:
+        # No full render yet: the excerpt keeps its distance to the whole track's loudness
+        # (the loudest 30 s of a master sit above its integrated loudness).
+        offset = analysis.integrated_loudness(src, plan.sample_rate) - before.integrated_lufs
+        if np.isfinite(offset):
+            plan = replace(plan, loudness=replace(plan.loudness, target_lufs=plan.loudness.target_lufs + offset))
     out, _ = render_array(src, plan)
     return src, out, start
 

@@ -241,3 +241,12 @@ def test_k_weighted_power_matches_a_reference_filter(sr, ch):
     kw = chain.KWeightedPower(sr, ch)
     got = np.concatenate([kw.process(x[:, :4000]), kw.process(x[:, 4000:])])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-9)
+
+
+def test_preview_before_mastering_keeps_the_excerpts_place_in_the_track(program_48k_30s):
+    plan, before, _ = chain.plan_for_file(program_48k_30s, MasterSettings())
+    src, out, _ = preview(program_48k_30s, plan, before, seconds=10.0)
+    excerpt_above_track = analysis.integrated_loudness(src, 48000) - before.integrated_lufs
+    assert excerpt_above_track > 0.5  # the loudest part really is louder than the whole
+    got = analysis.integrated_loudness(out, 48000)
+    assert abs(got - (-14.0 + excerpt_above_track)) <= 0.1
