@@ -264,10 +264,15 @@ class _InOrder:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if exc[0] is not None:
-            for f in self._pending:
-                f.cancel()
-        self.finish()
+        if exc[0] is None:
+            self.finish()
+            return
+        # Unwinding already: drop what has not started, let the rest end, keep the
+        # original exception (a consumer error now would only hide it).
+        for f in self._pending:
+            f.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ============================================================================ loudness model

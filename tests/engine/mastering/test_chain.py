@@ -250,3 +250,15 @@ def test_preview_before_mastering_keeps_the_excerpts_place_in_the_track(program_
     assert excerpt_above_track > 0.5  # the loudest part really is louder than the whole
     got = analysis.integrated_loudness(out, 48000)
     assert abs(got - (-14.0 + excerpt_above_track)) <= 0.1
+
+
+@pytest.mark.parametrize("stop_at", [0.1, 0.4, 0.7])
+def test_cancel_through_progress_leaves_nothing_behind(program_44k_30s, tmp_path, stop_at):
+    def progress(fraction: float, message: str) -> None:
+        if fraction >= stop_at:
+            raise chain.Cancelled()
+
+    out = tmp_path / "m.wav"
+    with pytest.raises(chain.Cancelled):
+        master_file(program_44k_30s, out, progress=progress, scratch_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no output, no temp file, no scratch folder
