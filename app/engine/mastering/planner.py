@@ -166,8 +166,10 @@ def make_plan(
     st = st[np.isfinite(st) & (st > -70.0)]
     loud = float(np.percentile(st, 90)) if st.size else integrated_lufs
     density = float(np.clip(loudness_range_lu / 8.0, 0.3, 1.0)) if np.isfinite(loudness_range_lu) else 1.0
-    depth = (1.0 + 5.0 * dyn) * density
-    ratio = 1.5 + 1.5 * dyn
+    # Glue, not squash: about 1-4 dB on the loud passages, so verse/chorus contrast survives
+    # (the limiter, not the compressor, is what makes it loud).
+    depth = (1.0 + 3.0 * dyn) * density
+    ratio = 1.5 + 1.0 * dyn
     attack, release = 15.0, 150.0
     if style == "punchy":
         attack, ratio = 30.0, ratio + 0.5
