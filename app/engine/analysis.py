@@ -325,7 +325,7 @@ class _SubBlockGrid:
 
 
 
-#: Blocks at least this long send the true-peak meter to a worker thread (smaller ones: not worth it).
+#: Chunks at least this long go to the true-peak and spectrum worker threads (smaller: not worth it).
 _TP_THREAD_MIN_FRAMES = 16384
 
 
@@ -1111,6 +1111,34 @@ class LoudnessMeter:
         return _loudness_range_of(self.short_term_powers)
 
 
+class KWeightedPower:
+    """Streaming per-frame K-weighted power, summed over channels with BS.1770 weights.
+
+    ``process(block)`` returns ``(n,) float32``: ``sum_c G_c * y_c[i]**2`` with ``y`` the
+    K-weighted signal — the loudness meter's quantity before it is averaged into
+    blocks (the mastering renderer models a limiter's effect on loudness with it).
+    """
+
+    def __init__(self, sample_rate: int, channels: int) -> None:
+        self.sample_rate = _check_sample_rate(sample_rate)
+        self.channels = _check_channels(channels)
+        sos = k_weighting_sos(self.sample_rate)
+        self._coef = np.ascontiguousarray(sos[:, [0, 1, 2, 4, 5]])
+        self._weights = channel_weights(self.channels)
+        self._active = np.flatnonzero(self._weights > 0).astype(np.int64)
+        self._state = np.zeros((self.channels, 4), dtype=np.float64)
+        self._ends = np.arange(1, 1, dtype=np.int64)
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        x = _f32(_as_audio(block, self.channels, what="block"))
+        n = x.shape[1]
+        if self._ends.shape[0] < n:
+            self._ends = np.arange(1, n + 1, dtype=np.int64)  # one "segment" per frame
+        out = np.zeros(n, dtype=np.float64)
+        _kweight_kernel(x, self._active, self._coef, self._state, self._weights, self._ends[:n], out)
+        return out.astype(np.float32)
+
+
 def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float:
     """Integrated loudness of a whole array.
 
@@ -1527,7 +1555,7 @@ class Analyzer:
                 self._pending_jobs.append(self._worker("tp").submit(self._true_peak.process, x))
             self._pending_jobs.append(self._worker("spectrum").submit(self._spectrum._process_chunk, x))
         else:
-            self._drain_tp()
+            self._drain_workers()
             if self._measure_tp:
                 self._true_peak.process(x)
             self._spectrum._process_chunk(x)
@@ -1568,7 +1596,7 @@ class Analyzer:
             self._workers[name] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"amc-{name}")
         return self._workers[name]
 
-    def _drain_tp(self) -> None:
+    def _drain_workers(self) -> None:
         """Wait for the worker threads' blocks (re-raising their errors) and stop them."""
         try:
             while self._pending_jobs:
@@ -1620,7 +1648,7 @@ class Analyzer:
         duration_s = frames / sr
         loud = self._loudness
         integrated = loud.integrated_lufs
-        self._drain_tp()
+        self._drain_workers()
         tp_db = float(gain_to_db(self._true_peak.peek_peak())) if self._measure_tp else -math.inf
         sample_peak_db = float(gain_to_db(float(self._absmax.max())))
         rms_db = float(_power_to_db(float(self._sumsq.sum()) / n_total))

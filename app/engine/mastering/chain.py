@@ -22,7 +22,7 @@ import math
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,7 +37,7 @@ from app.engine.mastering.dynamics import LinkedCompressor, MultibandCompressor,
 from app.engine.mastering.eq import MidSideFIR, design_linear_phase
 from app.engine.mastering.limiter import DelayLine, LimiterEnvelope, _envelope_kernel
 from app.engine.mastering.plan import MasteringPlan
-from app.engine.mastering.planner import MasterSettings, SpectrumBands, make_plan
+from app.engine.mastering.planner import MasterSettings, SpectrumBands, average_spectra, make_plan
 
 BLOCK_FRAMES = 65536
 #: Aim well inside the ±0.2 LU contract so meters with other filters agree too.
@@ -177,7 +177,7 @@ class FinalStage:
             y = soft_clip(y, threshold_db=self.soft[1], ceiling_db=self.soft[2])
         return y.astype(np.float32, copy=False)
 
-    def _emit(self, peaks: np.ndarray, final: bool = False) -> np.ndarray:
+    def _emit(self, peaks: np.ndarray) -> np.ndarray:
         k = len(peaks)
         frames = _pop_frames(self._pending, k, self._channels)
         gains = self.env.process(peaks)
@@ -278,63 +278,14 @@ class _InOrder:
 # ============================================================================ loudness model
 
 
-@njit(cache=True, nogil=True)
-def _kpower_kernel(x, sos, weights, state, out):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
-    """out[n] = sum_c weights[c] * (K-filtered x[c, n])^2.
-
-    K-weighting is two biquads (transposed direct form II); their state lives in locals
-    inside the loop so it stays in registers.
-    """
-    n = x.shape[1]
-    out[:] = 0.0
-    b00, b01, b02, a01, a02 = sos[0, 0], sos[0, 1], sos[0, 2], sos[0, 4], sos[0, 5]
-    b10, b11, b12, a11, a12 = sos[1, 0], sos[1, 1], sos[1, 2], sos[1, 4], sos[1, 5]
-    for c in range(x.shape[0]):
-        wc = weights[c]
-        if wc == 0.0:
-            continue
-        z00, z01, z10, z11 = state[c, 0, 0], state[c, 0, 1], state[c, 1, 0], state[c, 1, 1]
-        for i in range(n):
-            v = np.float64(x[c, i])
-            y0 = b00 * v + z00
-            z00 = b01 * v - a01 * y0 + z01
-            z01 = b02 * v - a02 * y0
-            y1 = b10 * y0 + z10
-            z10 = b11 * y0 - a11 * y1 + z11
-            z11 = b12 * y0 - a12 * y1
-            out[i] += wc * y1 * y1
-        state[c, 0, 0], state[c, 0, 1], state[c, 1, 0], state[c, 1, 1] = z00, z01, z10, z11
-
-
-class KWeightedPower:
-    """Per-frame K-weighted power summed over channels with BS.1770 weights (streaming)."""
-
-    def __init__(self, sample_rate: int, channels: int) -> None:
-        self.sos = np.ascontiguousarray(analysis.k_weighting_sos(sample_rate), dtype=np.float64)
-        if self.sos.shape[0] != 2:
-            raise ParameterError("K-weighting is expected to be two biquad sections")
-        self.weights = np.asarray(analysis.channel_weights(channels), dtype=np.float64)
-        self.state = np.zeros((channels, self.sos.shape[0], 2), dtype=np.float64)
-
-    def process(self, block: np.ndarray) -> np.ndarray:
-        out = np.empty(block.shape[1], dtype=np.float64)
-        _kpower_kernel(np.ascontiguousarray(block, dtype=np.float32), self.sos, self.weights, self.state, out)
-        return out.astype(np.float32)
-
-
 def _integrated_from_subblocks(z: np.ndarray) -> float:
-    """Gated integrated loudness from 100 ms sub-block mean powers (BS.1770-4)."""
+    """Integrated loudness (LUFS) from 100 ms sub-block mean powers: 400 ms blocks at
+    75 % overlap, gated by the analysis module's BS.1770-4 gates."""
     if len(z) < 4:
         return -math.inf
     c = np.concatenate([[0.0], np.cumsum(z, dtype=np.float64)])
-    blocks = (c[4:] - c[:-4]) / 4.0
-    lufs = -0.691 + 10.0 * np.log10(np.maximum(blocks, 1e-30))
-    b = blocks[lufs > -70.0]
-    if b.size == 0:
-        return -math.inf
-    rel = -0.691 + 10.0 * np.log10(b.mean()) - 10.0
-    b2 = blocks[(lufs > -70.0) & (lufs > rel)]
-    return float(-0.691 + 10.0 * np.log10(b2.mean())) if b2.size else -math.inf
+    power = analysis.gated_mean_power((c[4:] - c[:-4]) / 4.0)
+    return float(analysis.LOUDNESS_OFFSET_DB + 10.0 * np.log10(power)) if power > 0 else -math.inf
 
 
 def _subblock_edges(total_frames: int, sample_rate: int) -> np.ndarray:
@@ -458,9 +409,9 @@ def model_loudness(scratch: ScratchTrack, plan: MasteringPlan, gain_db: float) -
     )  # fmt: skip
     d = env.latency_frames
     edges = _subblock_edges(scratch.frames, sr)
-    sums = np.zeros(max(len(edges) - 1, 1), dtype=np.float64)
-    if len(edges) < 2:
-        edges = np.array([0, scratch.frames + 1], dtype=np.int64)
+    if len(edges) < 5:  # fewer than four 100 ms sub-blocks: no 400 ms gating block
+        return -math.inf
+    sums = np.zeros(len(edges) - 1, dtype=np.float64)
     wring = np.zeros(d, dtype=np.float32)
     mstate = np.array([-d, 0, 0], dtype=np.int64)
 
@@ -481,8 +432,6 @@ def model_loudness(scratch: ScratchTrack, plan: MasteringPlan, gain_db: float) -
             )[0].astype(np.float64)  # fmt: skip
         run(pk, w)
     run(np.zeros(d), np.zeros(d, dtype=np.float32))
-    if len(edges) < 2 or scratch.frames < sr // 10 * 4:
-        return -math.inf
     return _integrated_from_subblocks(sums / np.maximum(np.diff(edges), 1))
 
 
@@ -534,22 +483,6 @@ class MasterResult:
             "after": self.after.to_dict(),
             "plan": self.plan.to_dict(),
         }
-
-
-def _per_100ms_max(chunks: Sequence[np.ndarray], sample_rate: int) -> np.ndarray:
-    """Max of each 100 ms of a per-frame series given in chunks (bounded: ~10 values/s)."""
-    hop = max(1, sample_rate // 10)
-    out: list[np.ndarray] = []
-    carry = np.zeros(0, dtype=np.float32)
-    for c in chunks:
-        a = np.concatenate([carry, np.asarray(c, dtype=np.float32)])
-        k = len(a) // hop
-        if k:
-            out.append(a[: k * hop].reshape(k, hop).max(axis=1))
-        carry = a[k * hop :]
-    if carry.size:
-        out.append(np.array([carry.max()], dtype=np.float32))
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
 class _GrTracker:
@@ -666,8 +599,6 @@ def plan_for_file(
     )
     target_spec = None
     if ref_spectra:
-        from app.engine.mastering.planner import average_spectra
-
         target_spec = average_spectra(ref_spectra, np.asarray(plan.eq.freqs_hz))
     return plan, before, target_spec
 
@@ -679,7 +610,7 @@ def _pre_chain_pass(
     pre = PreChain(plan)
     pre.fir.fft_workers = 1  # the FIR has a thread of its own here
     tp = analysis.TruePeakMeter(plan.sample_rate, plan.channels, oversample=plan.limiter.oversample)
-    kw = KWeightedPower(plan.sample_rate, plan.channels)
+    kw = analysis.KWeightedPower(plan.sample_rate, plan.channels)
     comp_gr = _GrTracker(plan.sample_rate)
     loud = SubblockAccumulator(total, plan.sample_rate)
 
@@ -1038,7 +969,3 @@ def preview(
     out, _ = render_array(src, plan)
     return src, out, start
 
-
-def iter_array_blocks(audio: np.ndarray, block_frames: int = BLOCK_FRAMES) -> Iterable[np.ndarray]:
-    for i in range(0, audio.shape[1], block_frames):
-        yield audio[:, i : i + block_frames]

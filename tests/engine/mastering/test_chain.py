@@ -238,7 +238,7 @@ def test_k_weighted_power_matches_a_reference_filter(sr, ch):
     sos = analysis.k_weighting_sos(sr)
     y = signal.sosfilt(sos, x.astype(np.float64), axis=1)
     want = np.einsum("c,cn->n", analysis.channel_weights(ch), y * y)
-    kw = chain.KWeightedPower(sr, ch)
+    kw = analysis.KWeightedPower(sr, ch)
     got = np.concatenate([kw.process(x[:, :4000]), kw.process(x[:, 4000:])])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-9)
 
