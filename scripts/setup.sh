@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian/Ubuntu machine with Python >= 3.11.
-#   scripts/setup.sh          runtime: virtual env in .venv with the app installed
-#   scripts/setup.sh --test   also the test/bench tools and the apt packages the
-#                             tests render program material with (fluidsynth + GM SoundFont)
+#   scripts/setup.sh          runtime: virtual env in .venv with the app, the model worker's
+#                             stack (torch CPU/CUDA wheel) and the account service; the
+#                             apt libraries Qt and PortAudio need
+#   scripts/setup.sh --test   also the test/bench tools and the apt packages the tests use:
+#                             fluidsynth + GM SoundFont (program material), PostgreSQL and
+#                             Redis servers (service tests)
 # Re-running is cheap: each step is skipped when its stamp matches.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,11 +32,12 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-apt_packages=(python3-venv)
-[ $want_test -eq 1 ] && apt_packages+=(fluidsynth fluid-soundfont-gm)
-if ! python3 -c 'import venv, ensurepip' 2>/dev/null || [ $want_test -eq 1 ]; then
-    apt_install "${apt_packages[@]}"
-fi
+# Qt (xcb and offscreen platforms) and PortAudio's shared libraries.
+apt_packages=(python3-venv libportaudio2 libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0
+              libfontconfig1 libdbus-1-3 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1
+              libxcb-shape0 libxcb-xinerama0 libxcb-randr0 libxcb-image0 libxcb-render-util0)
+[ $want_test -eq 1 ] && apt_packages+=(fluidsynth fluid-soundfont-gm postgresql redis-server)
+apt_install "${apt_packages[@]}"
 
 py="${PYTHON:-python3}"
 "$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
@@ -44,8 +48,8 @@ if [ ! -x .venv/bin/python ]; then
     "$py" -m venv .venv
 fi
 
-extra=""
-[ $want_test -eq 1 ] && extra="[dev]"
+extra="[models,service]"
+[ $want_test -eq 1 ] && extra="[models,service,dev]"
 stamp=".venv/.amc-installed${extra}"
 digest="$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
