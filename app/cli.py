@@ -253,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--force", action="store_true", help="allow replacing an existing output (even an input)")
     m.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     m.set_defaults(func=cmd_master)
+
+    # The model chain and the account service register their own commands; their modules
+    # import nothing heavy (no torch, no FastAPI) until a command runs.
+    from app.models import commands as model_commands
+    from app.service import commands as service_commands
+
+    model_commands.add_commands(sub)
+    service_commands.add_commands(sub)
     return p
 
 

@@ -31,6 +31,14 @@ def _sub(name: str) -> Path:
     return p
 
 
+def autosave_interval_ms() -> int:
+    """How often the Studio autosaves (``AMC_AUTOSAVE_MS``, default 60 s; tests shorten it)."""
+    try:
+        return max(200, int(os.environ.get("AMC_AUTOSAVE_MS", "60000")))
+    except ValueError:
+        return 60_000
+
+
 def cache_dir() -> Path:
     """Rebuildable data (waveform peak pyramids, analysis caches)."""
     return _sub("cache")

@@ -11,9 +11,13 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
+import tempfile
 
 # Before anything imports Qt: widgets render offscreen in tests (no display needed).
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# User data (settings, caches, sessions, weights) goes to a throw-away folder, never ~.
+os.environ.setdefault("AMC_HOME", tempfile.mkdtemp(prefix="amc-test-home-"))
+os.environ.setdefault("XDG_CONFIG_HOME", os.path.join(os.environ["AMC_HOME"], "xdg-config"))
 
 import numpy as np
 import pytest
