@@ -321,11 +321,15 @@ class MainWindow(QMainWindow):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.enhance)
         lay.addWidget(self.mixer, 1)
+        left.setMinimumWidth(280)
         self._dock("tracks", "Tracks", left, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._dock("mastering", "Mastering", self.mastering, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("meters", "Meters", self.meters, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("piano", "Piano roll", self.piano, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.splitDockWidget(self._docks["meters"], self._docks["mastering"], Qt.Orientation.Horizontal)
+        # side panels run the full height; the piano roll sits under the lanes only
+        self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.resizeDocks([self._docks["tracks"]], [330], Qt.Orientation.Horizontal)
         self.resizeDocks([self._docks["piano"]], [280], Qt.Orientation.Vertical)
 
@@ -1197,10 +1201,13 @@ class MainWindow(QMainWindow):
         if not getattr(self, "_sized", False):
             self._sized = True
             if self.settings.value("window_state") is None:
-                # the waveform gets the room; panels keep a usable minimum
-                self.resizeDocks([self._docks["tracks"]], [300], Qt.Orientation.Horizontal)
-                self.resizeDocks([self._docks["meters"], self._docks["mastering"]], [200, 420], Qt.Orientation.Horizontal)
-                self.resizeDocks([self._docks["piano"]], [max(240, self.height() // 3)], Qt.Orientation.Vertical)
+                QTimer.singleShot(0, self._default_dock_sizes)
+
+    def _default_dock_sizes(self) -> None:
+        """The waveform gets the room; panels keep a usable minimum (first start only)."""
+        self.resizeDocks([self._docks["tracks"]], [290], Qt.Orientation.Horizontal)
+        self.resizeDocks([self._docks["meters"], self._docks["mastering"]], [190, 430], Qt.Orientation.Horizontal)
+        self.resizeDocks([self._docks["piano"]], [max(240, self.height() // 3)], Qt.Orientation.Vertical)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if not self._confirm_discard():
