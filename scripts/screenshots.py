@@ -89,7 +89,8 @@ def main() -> int:
     print(f"screenshots in {args.out} (startup {w.startup_seconds if w.startup_seconds == w.startup_seconds else 0:.2f} s)")
     w._dirty = False
     w.close()
-    return 0
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown of Qt objects (PySide6 may crash there)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,14 @@ Capability = Literal[
     "style_transfer",
 ]
 
-StatusState = Literal["ready", "weights_missing", "package_missing", "needs_api_key", "unsupported_device"]
+StatusState = Literal[
+    "ready",
+    "weights_missing",
+    "package_missing",
+    "needs_api_key",
+    "unsupported_device",
+    "error",  # the backend module failed to import or its status check raised (a bug)
+]
 
 
 class Cancelled(Exception):
@@ -77,6 +84,8 @@ class BackendStatus:
                 "size_bytes": self.weights.size_bytes,
                 "license": self.weights.license,
                 "url": self.weights.url,
+                "revision": self.weights.revision,
+                "files": list(self.weights.files),
             }
         if self.extra is not None:
             d["extra"] = self.extra
@@ -129,6 +138,16 @@ class Backend(ABC):
 
     Subclasses set the class attributes; the registry reads them without importing
     heavy packages.  ``tasks`` maps the task names this backend accepts to a capability.
+
+    The registry instantiates a backend with no arguments and finds backend classes by
+    scanning a module for concrete ``Backend`` subclasses defined there, in definition
+    order (or the module's ``BACKENDS`` list when it has one).  Optional hooks:
+
+    - ``random_full_size(cls) -> bench`` (classmethod): ``bench(device, duration_s) ->
+      metrics`` builds the full-size architecture with random weights (no download) on its
+      first call and times one generation of ``duration_s`` seconds of audio; the metrics
+      carry ``duration_s``, ``compute_s`` and ``real_time_factor``.
+      ``benchmarks/models.py --rtf`` runs it for every backend that has it.
     """
 
     name: str = ""  # stable id, e.g. "transformers-musicgen"
@@ -143,6 +162,11 @@ class Backend(ABC):
     @abstractmethod
     def status(self, *, device: str, find_weights: Callable[[WeightsSpec], Path | None]) -> BackendStatus:
         """Cheap check (no model load): packages, weights, API key, device support."""
+
+    @classmethod
+    def key(cls) -> str:
+        """Stable id of this backend: ``name`` or, when unset, the class name."""
+        return cls.name or cls.__name__
 
     @abstractmethod
     def run(self, task: str, params: Mapping[str, Any], inputs: Mapping[str, Path], ctx: JobContext) -> BackendOutput:
