@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -73,6 +74,7 @@ from app.engine.playback import (
     SetPan,
     SetSolo,
     Stop,
+    ThreadedMasterChain,
     match_gains_db,
 )
 from app.midi import files as midi_files
@@ -93,6 +95,7 @@ PROJECT_SUFFIX = ".amcproj"
 UI_REFRESH_MS = 33  # ~30 Hz playhead/meters pull
 MAX_RECENT = 10
 BLOCK_FRAMES = 256
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def classify(path: Path) -> str:
@@ -245,6 +248,10 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.startup_seconds = math.nan
         self._want_audio = audio
+        # The audio callback runs Python: a 0.5 ms GIL switch interval keeps a busy UI thread
+        # from holding it for a whole buffer period (benchmarks/playback.py: 5 ms -> ~2000
+        # underruns a minute under load, 0.5 ms -> ~130).
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.settings = QSettings()
         self.tasks = TaskRunner(self)
         self.project = projects.Project.new("Untitled")
@@ -563,7 +570,7 @@ class MainWindow(QMainWindow):
     def _refresh(self) -> None:
         snap = self.engine.snapshot()
         self.engine.collect()
-        heard = max(0, snap.position_frame - snap.latency_frames)
+        heard = max(0, snap.heard_frame)
         seconds = heard / snap.sample_rate
         self.waveform.set_playhead(seconds)
         beats = seconds * self.project.tempo_bpm / 60.0
@@ -671,7 +678,8 @@ class MainWindow(QMainWindow):
             self._place_audio(result)
         elif task_id == self._chain_build and isinstance(result, LiveMasterChain):
             self._chain_build = None
-            self.engine.send(SetMasterChain(result))
+            # the chain runs on its own thread, so a busy UI cannot starve the callback
+            self.engine.send(SetMasterChain(ThreadedMasterChain(result)))
 
     def _place_audio(self, loaded: LoadedAudio) -> None:
         t = loaded.track
