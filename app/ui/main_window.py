@@ -79,10 +79,12 @@ from app.engine.playback import (
 )
 from app.midi import files as midi_files
 from app.ui import theme
+from app.ui.chain_panel import ChainPanel
 from app.ui.export_dialog import ExportDialog, export_master
 from app.ui.mastering_panel import MasteringPanel
 from app.ui.meters import MeterPanel
 from app.ui.mixer_panel import MixerPanel
+from app.ui.model_bridge import ModelBridge
 from app.ui.piano_roll import PianoRoll
 from app.ui.tasks import TaskRunner
 from app.ui.waveform_view import WaveformView, format_time
@@ -279,6 +281,8 @@ class MainWindow(QMainWindow):
         self.meters = MeterPanel()
         self.mastering = MasteringPanel()
         self.piano = PianoRoll()
+        self.model_bridge = ModelBridge(self)  # the worker process starts on the first job
+        self.chain = ChainPanel(self.model_bridge)
         self.enhance = EnhanceTarget()
         self._docks: dict[str, QDockWidget] = {}
         self._build_docks()
@@ -332,8 +336,11 @@ class MainWindow(QMainWindow):
         self._dock("tracks", "Tracks", left, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._dock("mastering", "Mastering", self.mastering, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("meters", "Meters", self.meters, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock("chain", "Model chain", self.chain, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(self._docks["mastering"], self._docks["chain"])
         self._dock("piano", "Piano roll", self.piano, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.splitDockWidget(self._docks["meters"], self._docks["mastering"], Qt.Orientation.Horizontal)
+        self._docks["mastering"].raise_()
         # side panels run the full height; the piano roll sits under the lanes only
         self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -516,6 +523,8 @@ class MainWindow(QMainWindow):
         self.mastering.analysis_ready.connect(self._on_analysis_ready)
         self.mastering.status_message.connect(lambda m: self.statusBar().showMessage(m, 6000))
         self.enhance.dropped.connect(self.enhance_file)
+        self.chain.result_ready.connect(self._on_model_result)
+        self.chain.enhance_requested.connect(self._enhance_with_model)
         self.piano.clip_changed.connect(self._on_clip_changed)
         self.piano.note_auditioned.connect(self._audition)
         from PySide6.QtWidgets import QApplication
@@ -701,6 +710,7 @@ class MainWindow(QMainWindow):
         if t.role == "source" and self._mastering_source() is t:
             self.mastering.set_render_folder(self.project.renders_dir(self._scratch()))
             self.mastering.set_source(loaded.path, loaded.sample_rate)
+            self.chain.set_enhance_target(t.name)
         if len(self.waveform.track_ids()) == 1:
             QTimer.singleShot(0, self.waveform.zoom_to_fit)
         self._mark_dirty()
@@ -788,6 +798,26 @@ class MainWindow(QMainWindow):
         assert tid is not None
         self.engine.send(NoteOn(tid, pitch, velocity))
         QTimer.singleShot(350, lambda: self.engine.send(NoteOff(tid, pitch)))
+
+    # ================================================================== model chain results
+
+    def _enhance_with_model(self) -> None:
+        """The chain panel's *Enhance*: the ACES slot (repair, then master) on the current mix."""
+        source = self._mastering_source()
+        if source is None:
+            self._error("Nothing to enhance", "Add a mix first.")
+            return
+        self.chain.run_job("aces", "enhance", {}, {"audio": str(self.project.audio_path(source))},
+                           f"Enhance {source.name}")  # fmt: skip
+
+    def _on_model_result(self, job_id: str, outputs: dict, metrics: dict, plan: dict) -> None:
+        """A finished model job: audio becomes a new track, notes open in the piano roll."""
+        audio = outputs.get("audio")
+        if audio and classify(Path(audio)) == "audio":
+            self.add_audio_file(Path(audio))
+        midi = outputs.get("midi")
+        if midi:
+            self.add_midi_file(Path(midi))
 
     # ================================================================== mixer / transport
 
@@ -1226,6 +1256,7 @@ class MainWindow(QMainWindow):
         self._timer.stop()
         self._autosave_timer.stop()
         self.mastering.shutdown()
+        self.model_bridge.close()
         self.tasks.shutdown(2.0)
         self._close_output()
         self._close_project()

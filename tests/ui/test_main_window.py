@@ -218,3 +218,18 @@ def test_enhance_target_masters_in_one_gesture(window, qtbot, program_44k_30s):
     assert roles == ["master", "source"]
 
 
+
+
+def test_model_results_become_tracks_and_notes(window, qtbot, tmp_path):
+    sr = 32000
+    t = np.arange(sr * 2) / sr
+    wav = tmp_path / "generated.wav"
+    sf.write(wav, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), sr)
+    mid = tmp_path / "notes.mid"
+    write_midi(mid, [MidiClip(name="melody", notes=(Note(64, 0.0, 1.0, 100), Note(67, 1.0, 1.0, 100)))])
+    with qtbot.waitSignal(window.track_added, timeout=30_000):
+        window._on_model_result("job-1", {"audio": str(wav), "midi": str(mid)}, {}, {})
+    kinds = sorted(tr.kind for tr in window.project.tracks)
+    assert kinds == ["audio", "midi"] or kinds == ["midi"]
+    qtbot.waitUntil(lambda: sorted(tr.kind for tr in window.project.tracks) == ["audio", "midi"], timeout=30_000)
+    assert [n.pitch for n in window.piano.notes()] == [64, 67]
