@@ -112,10 +112,21 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     d = result.to_dict()
+    if args.notes:
+        # audio -> MIDI through the MusicLM slot's transcription model, in the model worker
+        from app.models.cli_jobs import write_notes
+
+        bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
+        try:
+            d["notes"] = write_notes(args.file, args.notes, bar)
+        finally:
+            bar.close()
     if args.json:
-        print(json.dumps(d, indent=2))
+        print(json.dumps(d, indent=2, default=str))
     else:
         _print_analysis(Path(args.file).name, d)
+        if args.notes:
+            print(f"notes written to {args.notes}")
     return EXIT_OK
 
 
@@ -224,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("file", help="audio file (WAV, AIFF, FLAC, OGG, Opus, MP3)")
     a.add_argument("--json", action="store_true", help="print every figure as JSON")
     a.add_argument("--no-musical", action="store_true", help="skip tempo and key (faster)")
+    a.add_argument("--notes", metavar="OUT.mid", help="also transcribe the notes to a MIDI file (model worker)")
     a.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=cmd_analyze)
 
@@ -256,9 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # The model chain and the account service register their own commands; their modules
     # import nothing heavy (no torch, no FastAPI) until a command runs.
+    from app.models import cli_jobs
     from app.models import commands as model_commands
     from app.service import commands as service_commands
 
+    cli_jobs.add_commands(sub)
     model_commands.add_commands(sub)
     service_commands.add_commands(sub)
     return p
