@@ -56,5 +56,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
     log "installing the app${extra} into .venv (first run takes a minute)"
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
     .venv/bin/python -m pip install -q -e ".${extra}"
+    # Basic Pitch (audio -> MIDI, ONNX model inside the wheel): its runtime deps come
+    # from the models extra; its own metadata would pull TensorFlow, hence --no-deps.
+    .venv/bin/python -m pip install -q --no-deps "basic-pitch==0.4.0"
     echo "$digest" > "$stamp"
 fi

@@ -332,14 +332,14 @@ class MainWindow(QMainWindow):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.enhance)
         lay.addWidget(self.mixer, 1)
-        left.setMinimumWidth(280)
+        left.setMinimumWidth(300)
         self._dock("tracks", "Tracks", left, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._dock("mastering", "Mastering", self.mastering, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("meters", "Meters", self.meters, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("chain", "Model chain", self.chain, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.tabifyDockWidget(self._docks["mastering"], self._docks["chain"])
         self._dock("piano", "Piano roll", self.piano, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.splitDockWidget(self._docks["meters"], self._docks["mastering"], Qt.Orientation.Horizontal)
+        self.tabifyDockWidget(self._docks["mastering"], self._docks["chain"])
         self._docks["mastering"].raise_()
         # side panels run the full height; the piano roll sits under the lanes only
         self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
@@ -709,7 +709,7 @@ class MainWindow(QMainWindow):
                              role=t.role, gain_db=t.gain_db, pan=t.pan, mute=t.mute, solo=t.solo)  # fmt: skip
         if t.role == "source" and self._mastering_source() is t:
             self.mastering.set_render_folder(self.project.renders_dir(self._scratch()))
-            self.mastering.set_source(loaded.path, loaded.sample_rate)
+            self.mastering.set_source(loaded.path, loaded.sample_rate, name=t.name)
             self.chain.set_enhance_target(t.name)
         if len(self.waveform.track_ids()) == 1:
             QTimer.singleShot(0, self.waveform.zoom_to_fit)
@@ -719,7 +719,7 @@ class MainWindow(QMainWindow):
             self.take_added.emit(t.id)
         if t.id in self._enhance_next:
             self._enhance_next.discard(t.id)
-            self.mastering.set_source(loaded.path, loaded.sample_rate)
+            self.mastering.set_source(loaded.path, loaded.sample_rate, name=t.name)
             self.mastering.master()
 
     def _mastering_source(self) -> projects.Track | None:

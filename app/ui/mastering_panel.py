@@ -304,6 +304,7 @@ class MasteringPanel(QWidget):
         self._runner = runner or TaskRunner(self)
         self._heavy_mode = heavy_mode
         self._source: Path | None = None
+        self._source_name = ""
         self._sample_rate = 0
         self._render_folder: Path | None = None
         self._bundle: AnalysisBundle | None = None
@@ -474,13 +475,15 @@ class MasteringPanel(QWidget):
         self._sync_references()
 
     # ------------------------------------------------------------------ public API
-    def set_source(self, path: Path, sample_rate: int) -> None:
-        """Use ``path`` (never written) as the mix to master.
+    def set_source(self, path: Path, sample_rate: int, *, name: str | None = None) -> None:
+        """Use ``path`` (never written) as the mix to master; ``name`` is what the musician
+        calls it (a project keeps media under content hashes), used in labels and file names.
 
         Clears the analysis and the plan, except a plan given with :meth:`set_plan` (or
         edited) for the same sample rate, which is kept (with its gain to be solved again).
         """
         self._source = Path(path)
+        self._source_name = name or self._source.stem
         self._sample_rate = int(sample_rate)
         self._bundle = None
         kept = self._plan if self._plan_edited and self._plan is not None and self._plan.sample_rate == sample_rate else None
@@ -491,7 +494,7 @@ class MasteringPanel(QWidget):
             self.status_message.emit("using the project's mastering plan; Analyze to preview it")
         self._set_plan(kept, edited=kept is not None)
         self.last_preview = self.last_master = None
-        self.source_label.setText(f"<b>{self._source.name}</b> · {sample_rate / 1000:g}\u00a0kHz")
+        self.source_label.setText(f"<b>{self._source_name}</b> · {sample_rate / 1000:g}\u00a0kHz")
         self.source_label.setToolTip(str(self._source))
         self._clear_metrics()
         self._fill_tree()
@@ -609,10 +612,10 @@ class MasteringPanel(QWidget):
             return
         plan = self._plan
         fmt = audio_io.OUTPUT_FORMATS[plan.output.format if plan else "wav24"]
-        out = folder / f"{self._source.stem}-master-{time.strftime('%Y%m%d-%H%M%S')}{fmt.extension}"
+        out = folder / f"{self._source_name}-master-{time.strftime('%Y%m%d-%H%M%S')}{fmt.extension}"
         k = 2
         while out.exists():
-            out = out.with_name(f"{self._source.stem}-master-{time.strftime('%Y%m%d-%H%M%S')}-{k}{fmt.extension}")
+            out = out.with_name(f"{self._source_name}-master-{time.strftime('%Y%m%d-%H%M%S')}-{k}{fmt.extension}")
             k += 1
         h = self._runner.submit(
             "Master", master_job, self._source, out, self.settings(), self.references(), plan, mode=self._heavy_mode
@@ -679,7 +682,7 @@ class MasteringPanel(QWidget):
             self._fill_tree()
             self._end("Analysed")
             self.status_message.emit(
-                f"{self._source.name if self._source else ''}: {_fmt(bundle.before.integrated_lufs, 1)} LUFS, "
+                f"{self._source_name if self._source else ''}: {_fmt(bundle.before.integrated_lufs, 1)} LUFS, "
                 f"true peak {_fmt(bundle.before.true_peak_dbtp, 2)} dBTP"
             )
             self.analysis_ready.emit(bundle)

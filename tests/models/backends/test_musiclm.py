@@ -1,0 +1,122 @@
+"""MusicLM slot: tempo, key, chords, notes (Basic Pitch and the pYIN fallback) on synthetic music."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import pytest
+import soundfile as sf
+
+from app.models.backends.musiclm import (
+    CLAP,
+    NOTES_BASIC_PITCH,
+    NOTES_DSP,
+    MusicUnderstanding,
+    _basic_pitch_usable,
+    chord_templates,
+)
+
+SR = 22050
+PROGRESSION = [("C", (60, 64, 67)), ("Am", (57, 60, 64)), ("F", (53, 57, 60)), ("G", (55, 59, 62))]
+MELODY = [69, 72, 76, 74]  # A4 C5 E5 D5, one per second
+
+
+def _tone(
+    midi: int, n: int, amp: float, harmonics: tuple[float, ...] = (1.0, 0.5, 0.33)
+) -> np.ndarray:
+    t = np.arange(n) / SR
+    f = 440.0 * 2 ** ((midi - 69) / 12)
+    return amp * sum(h * np.sin(2 * np.pi * (k + 1) * f * t) for k, h in enumerate(harmonics))
+
+
+def song(path: Path, *, chords: bool = True) -> Path:
+    """2 s per chord (C Am F G) with a kick every 0.5 s (120 BPM) and a melody note per second."""
+    n = 2 * SR
+    parts = []
+    for i, (_, notes) in enumerate(PROGRESSION):
+        seg = sum(_tone(m, n, 0.15) for m in notes) if chords else np.zeros(n)
+        for j in range(2):
+            mel = _tone(MELODY[(2 * i + j) % 4], SR, 0.2 if not chords else 0.06, (1.0, 0.2, 0.05))
+            mel[: SR - 2000] *= 1.0
+            mel[SR - 2000 :] = 0.0  # gap so notes separate
+            seg[j * SR : (j + 1) * SR] += mel
+        parts.append(seg)
+    y = np.concatenate(parts)
+    t = np.arange(y.shape[0]) / SR
+    y += 0.4 * np.exp(-((t % 0.5) / 0.02)) * np.sin(2 * np.pi * 55 * t)
+    sf.write(path, np.stack([y, y], 1).astype(np.float32), SR, subtype="FLOAT")
+    return path
+
+
+def test_status_ready_and_says_how() -> None:
+    st = MusicUnderstanding().status(device="cpu", find_weights=lambda s: None)
+    assert st.state == "ready"
+    assert (NOTES_BASIC_PITCH if _basic_pitch_usable() else NOTES_DSP) in st.detail
+    assert f"tags off: {CLAP.repo_id} not installed" in st.detail
+
+
+def test_chord_templates() -> None:
+    names, t = chord_templates()
+    assert len(names) == 24 and t.shape == (24, 12)
+    assert names[0] == "C" and names[12 + 9] == "Am"
+
+
+def test_analyze_song(make_ctx, tmp_path: Path) -> None:
+    src = song(tmp_path / "song.wav")
+    ctx, _ = make_ctx()
+    ctx.find_weights = lambda spec: None  # no CLAP weights
+    out = MusicUnderstanding().run("analyze", {"tags": True}, {"audio": src}, ctx)
+    report = json.loads(out.outputs["report"].read_text())
+    # 120 BPM kicks under one melody note per second: either metrical level is right
+    assert min(abs(report["tempo_bpm"] - 120), abs(report["tempo_bpm"] - 60)) < 2
+    assert report["key"] in ("C major", "A minor")
+    labels = [s["chord"] for s in report["chords"] if s["end_s"] - s["start_s"] >= 1.0]
+    assert labels == ["C", "Am", "F", "G"]
+    assert report["loudness"]["integrated_lufs"] < 0
+    assert report["tags"] is None  # no CLAP weights here
+    assert Path(out.outputs["midi"]).is_file() and out.metrics["notes"] > 0
+
+
+@pytest.mark.skipif(not _basic_pitch_usable(), reason="basic-pitch + onnxruntime not installed")
+def test_basic_pitch_transcribes_melody(make_ctx, tmp_path: Path) -> None:
+    src = song(tmp_path / "mel.wav", chords=False)
+    ctx, _ = make_ctx()
+    out = MusicUnderstanding().run("transcribe", {}, {"audio": src}, ctx)
+    midi = pretty_midi.PrettyMIDI(str(out.outputs["midi"]))
+    notes = sorted((n for i in midi.instruments for n in i.notes), key=lambda n: n.start)
+    melodic = [n for n in notes if n.pitch >= 60 and n.end - n.start > 0.3]
+    assert [n.pitch for n in melodic] == MELODY * 2
+    assert out.metrics["notes_method"] == NOTES_BASIC_PITCH
+
+
+def test_pyin_fallback_transcribes_melody(make_ctx, tmp_path: Path) -> None:
+    t = np.arange(4 * SR) / SR
+    y = np.concatenate([_tone(m, SR, 0.3) for m in MELODY]) * (1 - 0.0 * t)
+    src = tmp_path / "mono.wav"
+    sf.write(src, y.astype(np.float32), SR)
+    ctx, _ = make_ctx()
+    out = MusicUnderstanding().run("transcribe", {"method": "pyin"}, {"audio": src}, ctx)
+    assert out.metrics["notes_method"] == NOTES_DSP
+    pitches = [
+        n.pitch
+        for i in pretty_midi.PrettyMIDI(str(out.outputs["midi"])).instruments
+        for n in i.notes
+        if n.end - n.start > 0.3
+    ]
+    assert pitches == MELODY
+
+
+def test_clap_tags_when_weights_present(make_ctx, tmp_path: Path, find_weights) -> None:
+    st = MusicUnderstanding().status(device="cpu", find_weights=find_weights)
+    assert f"tags: CLAP ({CLAP.repo_id})" in st.detail
+    src = song(tmp_path / "song.wav")
+    ctx, _ = make_ctx()
+    out = MusicUnderstanding().run("analyze", {"notes": False, "top_k": 3}, {"audio": src}, ctx)
+    tags = json.loads(out.outputs["report"].read_text())["tags"]
+    assert len(tags) == 3 and all(-1.0 <= t["score"] <= 1.0 for t in tags)
+    assert [t["score"] for t in tags] == sorted((t["score"] for t in tags), reverse=True)
+    assert len({t["tag"] for t in tags}) == 3 and out.metrics["tags"] == [t["tag"] for t in tags]
+    assert "midi" not in out.outputs
