@@ -167,7 +167,8 @@ CRASHER = textwrap.dedent(
     end = time.monotonic() + 10
     while time.monotonic() < end:
         app.processEvents(); time.sleep(0.01)
-        if any((p / "autosave" / "project.json").is_file() for p in (w.project.home,) if p):
+        f = w.project.home / "autosave" / "project.json" if w.project.home else None
+        if f is not None and f.is_file() and '"gain_db": -6.0' in f.read_text():
             print("AUTOSAVED", flush=True)
             break
     time.sleep(60)  # killed here, mid-session
