@@ -1255,6 +1255,9 @@ class MainWindow(QMainWindow):
         self.settings.setValue("window_state", self.saveState())
         self._timer.stop()
         self._autosave_timer.stop()
+        for tid in self.waveform.track_ids():  # no peak thread may outlive the view it reports to
+            self.waveform.loader.cancel(tid)
+        self.waveform.loader.wait(2.0)
         self.mastering.shutdown()
         self.model_bridge.close()
         self.tasks.shutdown(2.0)

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from PySide6.QtCore import QObject, Qt, Signal, Slot
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.engine.errors import AmcError
 from app.engine.mastering.chain import Cancelled
@@ -48,6 +48,7 @@ PROCESS_NICENESS = 5
 #: A process job still running this long after cancel() is terminated.
 CANCEL_GRACE_S = 3.0
 _POLL_S = 0.05
+_DRAIN_MS = 15  # how often the UI thread collects worker events
 
 
 @dataclass
@@ -160,7 +161,6 @@ class TaskRunner(QObject):
     failed = Signal(str, str, str)
     cancelled = Signal(str)
     # Worker side -> UI thread (queued): task id, kind, payload.
-    _event = Signal(str, str, object)
 
     _ids = itertools.count(1)
 
@@ -170,7 +170,14 @@ class TaskRunner(QObject):
         self._threads: dict[str, threading.Thread] = {}
         self._closed = False
         self._mp = multiprocessing.get_context("spawn")
-        self._event.connect(self._on_event, Qt.ConnectionType.QueuedConnection)
+        # Workers never touch a Qt object: they put events on a plain queue that a UI-side
+        # timer drains (the Friture pattern). A runner deleted while a job still runs just
+        # stops draining; an emit into a half-destroyed QObject from a thread could crash.
+        self._events: queue.SimpleQueue[tuple[str, str, Any]] = queue.SimpleQueue()
+        self._drain_timer = QTimer(self)
+        self._drain_timer.setInterval(_DRAIN_MS)
+        self._drain_timer.timeout.connect(self._drain)
+        self._drain_timer.start()
 
     # ------------------------------------------------------------------ API
     def submit(self, name: str, fn: Callable[..., Any], *args: Any, mode: TaskMode = "thread", **kwargs: Any) -> TaskHandle:
@@ -240,15 +247,15 @@ class TaskRunner(QObject):
     # ------------------------------------------------------------------ worker side
     def _thread_main(self, handle: TaskHandle, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
         tid = handle.task_id
-        progress = _Throttle(handle._cancel, lambda f, m: self._event.emit(tid, "progress", (f, m)))
+        progress = _Throttle(handle._cancel, lambda f, m: self._post(tid, "progress", (f, m)))
         try:
             result = fn(*args, progress=progress, **kwargs)
         except Cancelled:
-            self._event.emit(tid, "cancelled", None)
+            self._post(tid, "cancelled", None)
         except BaseException as exc:
-            self._event.emit(tid, "failed", _describe(exc))
+            self._post(tid, "failed", _describe(exc))
         else:
-            self._event.emit(tid, "finished", result)
+            self._post(tid, "finished", result)
 
     def _process_monitor(self, handle: TaskHandle, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
         tid = handle.task_id
@@ -259,7 +266,7 @@ class TaskRunner(QObject):
         try:
             proc.start()
         except Exception as exc:
-            self._event.emit(tid, "failed", _describe(exc))
+            self._post(tid, "failed", _describe(exc))
             return
         final: tuple[str, Any] | None = None
         try:
@@ -285,7 +292,7 @@ class TaskRunner(QObject):
                         final = ("cancelled", None)
                     continue
                 if kind == "progress":
-                    self._event.emit(tid, kind, payload)
+                    self._post(tid, kind, payload)
                 else:
                     final = (kind, payload)
         finally:
@@ -295,10 +302,21 @@ class TaskRunner(QObject):
                 proc.join(1.0)
             events.close()
             events.cancel_join_thread()
-        self._event.emit(tid, final[0], final[1])
+        self._post(tid, final[0], final[1])
+
+    def _post(self, task_id: str, kind: str, payload: Any) -> None:
+        """Any thread: queue an event for the UI thread."""
+        self._events.put((task_id, kind, payload))
 
     # ------------------------------------------------------------------ UI thread
-    @Slot(str, str, object)
+    def _drain(self) -> None:
+        while True:
+            try:
+                task_id, kind, payload = self._events.get_nowait()
+            except queue.Empty:
+                return
+            self._on_event(task_id, kind, payload)
+
     def _on_event(self, task_id: str, kind: str, payload: Any) -> None:
         h = self._handles.get(task_id)
         if h is None:
