@@ -36,7 +36,7 @@ apt_install() {
 apt_packages=(python3-venv libportaudio2 libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0
               libfontconfig1 libdbus-1-3 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1
               libxcb-shape0 libxcb-xinerama0 libxcb-randr0 libxcb-image0 libxcb-render-util0)
-[ $want_test -eq 1 ] && apt_packages+=(fluidsynth fluid-soundfont-gm postgresql redis-server)
+[ $want_test -eq 1 ] && apt_packages+=(fluidsynth fluid-soundfont-gm postgresql redis-server curl)
 apt_install "${apt_packages[@]}"
 
 py="${PYTHON:-python3}"

@@ -1,0 +1,172 @@
+"""The FastAPI app factory: the one place the service is wired together."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.service import API_PREFIX, SERVICE_VERSION, db, errors
+from app.service.jobs import JobRunner, LocalJobRunner, recover
+from app.service.routers import auth, health, jobs, music, sync, usage
+from app.service.settings import Settings
+from app.service.storage import make_storage
+
+log = logging.getLogger("app.service")
+
+#: Requests whose body may be large; everything else is capped at SMALL_BODY_BYTES.
+_UPLOAD_PATHS = (f"{API_PREFIX}/music/process-file", f"{API_PREFIX}/sync/blobs/")
+SMALL_BODY_BYTES = 9 << 20  # project.json revisions (8 MB) + slack
+_MULTIPART_SLACK = 64 * 1024
+
+
+def make_runner(settings: Settings, app: FastAPI) -> JobRunner:
+    """Local thread pool (embedded) or Celery workers (remote); the model worker client is the
+    next backend to plug in here."""
+    if settings.job_backend == "celery":
+        from app.service.worker import CeleryJobRunner
+
+        return CeleryJobRunner(settings)
+    return LocalJobRunner(app.state.sessionmaker, app.state.storage, settings.job_workers)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.auto_migrate:
+            db.upgrade(settings.database_url)
+        app.state.runner = make_runner(settings, app)
+        # With Celery the broker keeps the queue (and redelivers a dead worker's task).
+        resumed = recover(app.state.sessionmaker, app.state.runner) if settings.job_backend == "local" else []
+        log.info("account service %s started: mode=%s db=%s storage=%s resumed_jobs=%d",
+                 SERVICE_VERSION, settings.mode, app.state.engine.url.get_backend_name(),
+                 settings.storage_provider, len(resumed))  # fmt: skip
+        try:
+            yield
+        finally:
+            app.state.runner.shutdown()
+            app.state.engine.dispose()
+
+    app = FastAPI(
+        title=settings.app_name,
+        version=SERVICE_VERSION,
+        debug=settings.debug,
+        lifespan=lifespan,
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.engine = db.make_engine(settings.database_url)
+    app.state.sessionmaker = db.make_sessionmaker(app.state.engine)
+    app.state.storage = make_storage(settings)
+    _install_metrics(app)
+    errors.install(app)
+
+    app.add_middleware(BodyLimit, settings=settings)
+
+    if settings.cors_origins:  # closed unless origins are listed
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["*"], allow_headers=["Authorization", "Content-Type", "X-API-Key"],
+                           expose_headers=["X-RateLimit-Limit", "X-RateLimit-Remaining",
+                                           "X-RateLimit-Reset", "Retry-After"])  # fmt: skip
+
+    app.include_router(health.router)
+    for r in (auth.router, music.router, jobs.router, usage.router, sync.router):
+        app.include_router(r, prefix=API_PREFIX)
+    _document_errors(app)
+    return app
+
+
+def _document_errors(app: FastAPI) -> None:
+    """The OpenAPI document describes our error body (errors.py), not FastAPI's default 422."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict:  # type: ignore[type-arg]
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            spec.setdefault("components", {}).setdefault("schemas", {})["HTTPValidationError"] = {
+                "title": "ApiError",
+                "type": "object",
+                "properties": {"detail": {"type": "string"}, "code": {"type": "string"},
+                               "errors": {"type": "array", "items": {"type": "object"}}},
+                "required": ["detail", "code"],
+            }  # fmt: skip
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _install_metrics(app: FastAPI) -> None:
+    registry = CollectorRegistry()
+    app.state.metrics_registry = registry
+    requests = Counter("amc_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=registry)
+    latency = Histogram("amc_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+                        registry=registry,
+                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))  # fmt: skip
+    in_flight = Gauge("amc_http_requests_in_flight", "HTTP requests being served", registry=registry)
+    app.add_middleware(Metrics, requests=requests, latency=latency, in_flight=in_flight)
+
+
+# Plain ASGI middleware (not @app.middleware("http")): no per-request task and stream copy.
+class BodyLimit:
+    """Refuse by the declared length before reading a byte (a chunked body is counted while it
+    is read, in the endpoint)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            if length.isdigit():
+                upload = scope["path"].startswith(_UPLOAD_PATHS)
+                limit = self.settings.max_upload_bytes + _MULTIPART_SLACK if upload else SMALL_BODY_BYTES
+                if int(length) > limit:
+                    response = JSONResponse({"detail": f"the request body is larger than {limit} bytes",
+                                             "code": "payload_too_large"}, status_code=413)  # fmt: skip
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+class Metrics:
+    def __init__(self, app: ASGIApp, requests: Counter, latency: Histogram, in_flight: Gauge) -> None:
+        self.app, self.requests, self.latency, self.in_flight = app, requests, latency, in_flight
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        self.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.in_flight.dec()
+            route = scope.get("route")
+            name = getattr(route, "path", "unmatched")  # the template, never the raw path (cardinality)
+            if route is not None and scope["path"].startswith(API_PREFIX) and not name.startswith(API_PREFIX):
+                name = API_PREFIX + name  # routes of included routers carry their path without the prefix
+            self.requests.labels(scope["method"], name, str(status[0])).inc()
+            self.latency.labels(scope["method"], name).observe(time.perf_counter() - t0)
+
+
+def app_from_env() -> FastAPI:
+    """``uvicorn --factory app.service.app:app_from_env``: settings from the environment."""
+    return create_app(Settings.from_env())

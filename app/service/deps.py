@@ -1,0 +1,159 @@
+"""Dependencies shared by the routers: ``SessionDep``, ``CurrentUser``, ``AdminUser``, ``QuotaDep``."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.service import quota, security
+from app.service.errors import ApiError
+from app.service.models import ApiKey, User
+from app.service.settings import Settings
+from app.service.storage import Storage
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_storage(request: Request) -> Storage:
+    return request.app.state.storage  # type: ignore[no-any-return]
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One session per request, committed when the endpoint returns.
+
+    An *async* generator on purpose: its teardown (commit/close, sub-millisecond) runs on the
+    event loop. A sync generator's teardown needs a thread-pool slot, and with every slot
+    taken by requests queued on SQLite's write lock, the lock holder could never commit."""
+    session = request.app.state.sessionmaker()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+
+def _credential(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("x-api-key") or None
+
+
+def user_for_credential(session: Session, settings: Settings, credential: str) -> User | None:
+    """The active user an access token or API key belongs to."""
+    if credential.startswith(security.API_KEY_PREFIX):
+        digest = security.token_hash(credential)
+        row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+        if row is None or row.revoked_at is not None or not security.same(row.key_hash, digest):
+            return None
+        user = session.get(User, row.user_id)
+    else:
+        user_id = security.read_access_token(credential, settings.secret_key)
+        user = session.get(User, user_id) if user_id else None
+    return user if user is not None and user.is_active else None
+
+
+def _lookup(request: Request, settings: Settings, credential: str) -> User | None:
+    # A short session of its own: the request's SessionDep transaction (a write lock on
+    # SQLite) starts only when the endpoint first touches the database.
+    with request.app.state.sessionmaker() as s:
+        user = user_for_credential(s, settings, credential)
+        s.commit()
+        return user
+
+
+def get_current_user(request: Request, settings: SettingsDep) -> User:
+    credential = _credential(request)
+    if not credential:
+        raise ApiError(401, "not_authenticated", "sign in: send 'Authorization: Bearer <token>'",
+                       headers=_UNAUTHORIZED)  # fmt: skip
+    user = _lookup(request, settings, credential)
+    if user is None:
+        raise ApiError(401, "invalid_token", "the token or API key is invalid, expired or revoked",
+                       headers=_UNAUTHORIZED)  # fmt: skip
+    return user
+
+
+def get_optional_user(request: Request, settings: SettingsDep) -> User | None:
+    credential = _credential(request)
+    return _lookup(request, settings, credential) if credential else None
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+OptionalUser = Annotated[User | None, Depends(get_optional_user)]
+
+
+def get_admin(user: CurrentUser) -> User:
+    if user.role != "admin":
+        raise ApiError(403, "forbidden", "this needs the admin role")
+    return user
+
+
+AdminUser = Annotated[User, Depends(get_admin)]
+
+
+def enforce_quota(request: Request, response: Response, user: CurrentUser, settings: SettingsDep) -> quota.QuotaDecision:
+    """Count this request against the user's tier; 429 with Retry-After when over.
+
+    Counted in its own short transaction so the write lock is held for one statement."""
+    with request.app.state.sessionmaker() as s, s.begin():
+        decision = quota.consume(
+            s, user.id,
+            daily_limit=settings.tier_daily_requests.get(user.tier, 0),
+            burst_limit=settings.burst_per_minute,
+            now=datetime.now(UTC),
+        )  # fmt: skip
+    if not decision.allowed:
+        what = ("the per-minute burst limit" if decision.scope == "burst"
+                else f"the {user.tier} tier's {decision.limit} requests per day")  # fmt: skip
+        raise ApiError(429, "rate_limited", f"{what} is used up; retry in {decision.retry_after_s} s",
+                       headers=decision.headers(), scope=decision.scope)  # fmt: skip
+    for k, v in decision.headers().items():
+        response.headers[k] = v
+    return decision
+
+
+QuotaDep = Annotated[quota.QuotaDecision, Depends(enforce_quota)]
+
+
+class CommittingRoute(APIRoute):
+    """Commits the request's session as soon as a sync endpoint returns, in its own thread.
+
+    FastAPI serialises a sync endpoint's response in another thread-pool hop; a transaction
+    still open then keeps SQLite's write lock while waiting for a free thread, and under load
+    every thread can be queued on that lock (a deadlock until the busy timeout)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if not inspect.iscoroutinefunction(endpoint):
+            original = endpoint
+
+            @functools.wraps(original)
+            def endpoint(*args: Any, **kw: Any) -> Any:
+                result = original(*args, **kw)
+                for value in kw.values():
+                    if isinstance(value, Session):
+                        value.commit()
+                return result
+
+        super().__init__(path, endpoint, **kwargs)

@@ -1,0 +1,147 @@
+"""Request and response bodies (one family per entity: Create / Public)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$"
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(pattern=_EMAIL, max_length=320, examples=["user@example.com"])
+    username: str = Field(pattern=r"^[A-Za-z0-9_.-]{3,64}$", examples=["musicproducer"])
+    password: str = Field(min_length=1, max_length=1024, examples=["SecurePass123"])
+    full_name: str = Field(default="", max_length=200, examples=["Music Producer"])
+
+    @field_validator("email")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        return v.strip().lower()
+
+
+class UserPublic(BaseModel):
+    id: str
+    email: str
+    username: str
+    full_name: str
+    tier: str
+    role: str
+    is_active: bool
+    created_at: datetime
+
+
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(max_length=320, examples=["user@example.com"])
+    password: str = Field(max_length=1024, examples=["SecurePass123"])
+
+
+class RefreshRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    refresh_token: str = Field(max_length=200)
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="access token lifetime, seconds")
+    user: UserPublic
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+
+
+class ApiKeyPublic(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked: bool
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str = Field(description="the secret; shown once, store it now")
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(min_length=1, max_length=2000, examples=["Create upbeat jazz music with saxophone"])
+    genre: str | None = Field(default=None, max_length=64, examples=["jazz"])
+    mood: str | None = Field(default=None, max_length=64, examples=["upbeat"])
+    duration: float = Field(default=30, gt=0, le=600, description="seconds", examples=[60])
+    style: str = Field(default="balanced", max_length=32, examples=["professional"])
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobPublic(BaseModel):
+    job_id: str
+    kind: str
+    operation: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: float = Field(description="0..1")
+    message: str
+    error: JobError | None
+    params: dict[str, Any]
+    report: dict[str, Any] | None
+    result_url: str | None
+    websocket_url: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class TierChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tier: Literal["free", "premium", "pro"]
+
+
+class UsagePublic(BaseModel):
+    tier: str
+    day: str
+    requests_today: int
+    daily_limit: int
+    remaining: int
+    reset_at: datetime
+    burst_per_minute: int
+    storage_bytes: int
+    storage_limit_bytes: int
+
+
+class ProjectCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+
+
+class ProjectPublic(BaseModel):
+    id: str
+    name: str
+    head_revision: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class RevisionPush(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base_revision: int = Field(ge=0, description="the revision this edit started from")
+    project: dict[str, Any] = Field(description="project.json")
+    media: dict[str, str] = Field(default_factory=dict,
+                                  description="relative media name -> SHA-256 of its blob")  # fmt: skip
+
+
+class RevisionPublic(BaseModel):
+    project_id: str
+    number: int
+    project: dict[str, Any]
+    media: dict[str, str]
+    created_at: datetime

@@ -1,0 +1,75 @@
+"""Remote-mode jobs on Celery + Redis: the API enqueues ``amc.run_job(job_id)``, workers
+(``amc worker`` / ``python -m app.service.worker``) run :func:`app.service.jobs.run_job`.
+
+Job state lives in the database, not in Celery: a task is only "run this job id". Tasks are
+acknowledged late and rejected when their worker dies, so a killed worker's job is delivered
+again (after ``CELERY_VISIBILITY_TIMEOUT_S``) and retried; ``run_job`` fails it for good after
+``MAX_ATTEMPTS``.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import cache
+
+from celery import Celery
+
+from app.service import db
+from app.service.jobs import run_job
+from app.service.settings import Settings
+from app.service.storage import make_storage
+
+TASK_NAME = "amc.run_job"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("amc", broker=settings.redis_url)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        task_default_queue="amc-jobs",
+        worker_hijack_root_logger=False,
+    )
+    app.task(name=TASK_NAME)(_run)
+    return app
+
+
+@cache
+def _worker_state() -> tuple[Settings, object, object]:
+    settings = Settings.from_env()
+    engine = db.make_engine(settings.database_url)
+    return settings, db.make_sessionmaker(engine), make_storage(settings)
+
+
+def _run(job_id: str) -> str:
+    _settings, factory, storage = _worker_state()
+    return run_job(job_id, factory, storage)  # type: ignore[arg-type]
+
+
+class CeleryJobRunner:
+    """The API side: enqueue only."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.celery = make_celery(settings)
+
+    def submit(self, job_id: str) -> None:
+        self.celery.send_task(TASK_NAME, args=[job_id])
+
+    def shutdown(self) -> None:
+        self.celery.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings.from_env()
+    app = make_celery(settings)
+    concurrency = str(max(1, settings.job_workers))
+    app.worker_main(["worker", "--loglevel", settings.log_level, "--concurrency", concurrency,
+                     "--pool", "prefork", "--without-gossip", "--without-mingle", *(argv or [])])  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
