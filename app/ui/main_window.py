@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
@@ -79,6 +79,7 @@ from app.engine.playback import (
 )
 from app.midi import files as midi_files
 from app.ui import theme
+from app.ui.account_dialog import AccountDialog, AccountStatusWidget
 from app.ui.chain_panel import ChainPanel
 from app.ui.export_dialog import ExportDialog, export_master
 from app.ui.mastering_panel import MasteringPanel
@@ -277,6 +278,17 @@ class MainWindow(QMainWindow):
         self.waveform = WaveformView(self)
         self.waveform.loader.cache = peaks.PeakCache(config.cache_dir() / "peaks")
         self.setCentralWidget(self.waveform)
+        self._drop_hint = QLabel(
+            "Drop audio or MIDI files here\n\nor use File → Import (Ctrl+I) · File → Open a project (Ctrl+O)",
+            self.waveform,
+        )
+        self._drop_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._drop_hint.setStyleSheet(
+            f"color: {theme.TEXT_DIM}; font-size: 13pt; border: 2px dashed {theme.BORDER}; border-radius: 10px;"
+            f"background: transparent; padding: 24px;"
+        )
+        self._drop_hint.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.waveform.installEventFilter(self)
         self.mixer = MixerPanel()
         self.meters = MeterPanel()
         self.mastering = MasteringPanel()
@@ -371,6 +383,7 @@ class MainWindow(QMainWindow):
         self.act_export = A("&Export Master…", self.export_dialog, "Ctrl+E")
         self.act_export_midi = A("Export &MIDI…", self.export_midi_dialog)
         self.act_quit = A("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.act_account = A("&Account && Sync…", self.account_dialog)
         self.act_undo = self.undo_group.createUndoAction(self, "&Undo")
         self.act_undo.setShortcut(QKeySequence("Ctrl+Z"))
         self.act_redo = self.undo_group.createRedoAction(self, "&Redo")
@@ -408,6 +421,8 @@ class MainWindow(QMainWindow):
         f.addSeparator()
         f.addAction(self.act_export)
         f.addAction(self.act_export_midi)
+        f.addSeparator()
+        f.addAction(self.act_account)
         f.addSeparator()
         f.addAction(self.act_quit)
         e = mb.addMenu("&Edit")
@@ -498,6 +513,10 @@ class MainWindow(QMainWindow):
 
     def _build_status_bar(self) -> None:
         sb = self.statusBar()
+        self.status_account = AccountStatusWidget()
+        self.status_account.clicked.connect(self.account_dialog)
+        sb.addPermanentWidget(self.status_account)
+        self.status_account.refresh()  # background; nothing until a service was chosen once
         self.status_rate = QLabel()
         self.status_buffer = QLabel()
         self.status_cpu = QLabel()
@@ -593,6 +612,19 @@ class MainWindow(QMainWindow):
             self.act_play.setIcon(self._icon_pause if snap.playing else self._icon_play)
         self._snap = snap
         self._update_status(snap)
+        if self._drop_hint.isVisible() == bool(self.waveform.track_ids()):
+            self._place_drop_hint()
+
+    def eventFilter(self, watched: Any, event: Any) -> bool:
+        if watched is self.waveform and event.type() == QEvent.Type.Resize:
+            self._place_drop_hint()
+        return super().eventFilter(watched, event)
+
+    def _place_drop_hint(self) -> None:
+        r = self.waveform.rect()
+        w, h = min(560, r.width() - 40), 150
+        self._drop_hint.setGeometry((r.width() - w) // 2, (r.height() - h) // 2, max(0, w), h)
+        self._drop_hint.setVisible(not self.waveform.track_ids())
 
     def _update_status(self, snap: Any = None) -> None:
         sr = self.engine.sample_rate
@@ -1181,6 +1213,30 @@ class MainWindow(QMainWindow):
                 midi_files.write_midi(Path(path), [self.piano.clip()])
             except AmcError as exc:
                 self._error("Cannot export MIDI", str(exc))
+
+    # ================================================================== account and sync
+
+    def account_dialog(self) -> None:
+        """Sign in to the embedded (this computer) or a remote service; sync the project."""
+        dlg = AccountDialog(self, project_folder=self.project_folder, before_sync=self._save_for_sync)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.signed_in.connect(self.status_account.set_account)
+        dlg.signed_out.connect(lambda: self.status_account.set_account(None))
+        dlg.synced.connect(self._on_synced)
+        dlg.open()
+
+    def _save_for_sync(self) -> Path | None:
+        """Sync pushes what is on disk: save first (a never-saved project asks where)."""
+        if self.project_folder is None and not self.save():
+            return None
+        if self._dirty and not self.save():
+            return None
+        return self.project_folder
+
+    def _on_synced(self, result: dict) -> None:
+        self.status_account.update_usage(result.get("usage"))
+        if result.get("reload"):  # "keep theirs" rewrote project.json on disk
+            self.open_project(Path(result["folder"]))
 
     # ================================================================== misc
 
