@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFrame,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -536,6 +537,7 @@ class MainWindow(QMainWindow):
         self.mixer.pan_changed.connect(self._on_pan)
         self.mixer.mute_toggled.connect(self._on_mute)
         self.mixer.solo_toggled.connect(self._on_solo)
+        self.mixer.clip_gain_requested.connect(self._ask_clip_gain)
         self.ab_group.idToggled.connect(self._on_ab)
         self.match_box.toggled.connect(lambda _on: self._apply_match())
         self.mastering.master_ready.connect(self._on_master_ready)
@@ -726,7 +728,7 @@ class MainWindow(QMainWindow):
         t = loaded.track
         if t not in self.project.tracks:
             self.project.add_track(t)
-        self.engine.send(AddTrack(AudioTrack(t.id, loaded.audio, role=t.role, gain_db=t.gain_db, pan=t.pan,
+        self.engine.send(AddTrack(AudioTrack(t.id, loaded.audio, role=t.role, gain_db=t.gain_db + t.clip_gain_db, pan=t.pan,
                                              muted=t.mute, soloed=t.solo)))  # fmt: skip
         if t.role == "master":
             self.waveform.remove_track(t.id)
@@ -861,8 +863,29 @@ class MainWindow(QMainWindow):
             self._mark_dirty()
 
     def _on_gain(self, track_id: str, gain_db: float) -> None:
-        self.engine.send(SetGain(track_id, gain_db))
         self._set_track_attr(track_id, gain_db=gain_db)
+        self._send_gain(track_id)
+
+    def _send_gain(self, track_id: str) -> None:
+        """The engine plays fader + clip gain (the clip gain also scales the drawn waveform)."""
+        with contextlib.suppress(KeyError):
+            t = self.project.track(track_id)
+            self.engine.send(SetGain(track_id, t.gain_db + t.clip_gain_db))
+
+    def set_clip_gain(self, track_id: str, gain_db: float) -> None:
+        """Gain of the track's clip in dB (-48..+24): heard, drawn and saved with the project."""
+        gain_db = max(-48.0, min(24.0, float(gain_db)))
+        self._set_track_attr(track_id, clip_gain_db=gain_db)
+        self.waveform.set_clip_gain(track_id, gain_db)
+        self._send_gain(track_id)
+
+    def _ask_clip_gain(self, track_id: str) -> None:
+        with contextlib.suppress(KeyError):
+            t = self.project.track(track_id)
+            value, ok = QInputDialog.getDouble(self, "Clip gain", f"Clip gain of {t.name} (dB):",
+                                               t.clip_gain_db, -48.0, 24.0, 1)  # fmt: skip
+            if ok:
+                self.set_clip_gain(track_id, value)
 
     def _on_pan(self, track_id: str, pan: float) -> None:
         self.engine.send(SetPan(track_id, pan))

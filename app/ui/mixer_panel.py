@@ -7,6 +7,7 @@ into playback-engine commands and project edits.  UI thread only.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QDial,
     QFrame,
@@ -104,6 +105,7 @@ class MixerPanel(QWidget):
     mute_toggled = Signal(str, bool)
     solo_toggled = Signal(str, bool)
     track_selected = Signal(str)
+    clip_gain_requested = Signal(str)  # track id: the user asked to edit the clip gain
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -147,6 +149,10 @@ class MixerPanel(QWidget):
         s.mute.toggled.connect(lambda on, t=track_id: self.mute_toggled.emit(t, on))
         s.solo.toggled.connect(lambda on, t=track_id: self.solo_toggled.emit(t, on))
         s.mousePressEvent = lambda _e, t=track_id: self.select(t)  # type: ignore[method-assign]
+        s.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
+        clip = QAction("Clip gain…", s)
+        clip.triggered.connect(lambda _=False, t=track_id: self.clip_gain_requested.emit(t))
+        s.addAction(clip)
         self._strips[track_id] = s
         self._rows.insertWidget(self._rows.count() - 1, s)
         self._empty.setVisible(False)

@@ -235,3 +235,20 @@ def test_model_results_become_tracks_and_notes(window, qtbot, tmp_path):
     assert kinds == ["audio", "midi"] or kinds == ["midi"]
     qtbot.waitUntil(lambda: sorted(tr.kind for tr in window.project.tracks) == ["audio", "midi"], timeout=30_000)
     assert [n.pitch for n in window.piano.notes()] == [64, 67]
+
+
+def test_clip_gain_is_heard_drawn_and_saved(window, qtbot, program_44k_30s):
+    with qtbot.waitSignal(window.track_added, timeout=60_000) as sig:
+        window.open_paths([program_44k_30s])
+    tid = sig.args[0]
+    window.mixer.strip(tid).gain.setValue(-20)  # fader -2 dB
+    window.set_clip_gain(tid, -6.0)
+    track = window.project.track(tid)
+    assert track.clip_gain_db == -6.0 and track.gain_db == pytest.approx(-2.0)
+    def engine_gain() -> float | None:
+        info = next((t for t in window.engine.snapshot().tracks if t.track_id == tid), None)
+        return None if info is None else info.gain_db
+
+    qtbot.waitUntil(lambda: engine_gain() == pytest.approx(-8.0), timeout=5000)
+    window.set_clip_gain(tid, 99.0)
+    assert window.project.track(tid).clip_gain_db == 24.0
