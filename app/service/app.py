@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.service import API_PREFIX, SERVICE_VERSION, db, errors
-from app.service.jobs import JobRunner, LocalJobRunner, recover
+from app.service.jobs import JobRunner, LocalJobRunner, ModelChain, recover
 from app.service.routers import auth, health, jobs, music, sync, usage
 from app.service.settings import Settings
 from app.service.storage import make_storage
@@ -28,13 +28,15 @@ _MULTIPART_SLACK = 64 * 1024
 
 
 def make_runner(settings: Settings, app: FastAPI) -> JobRunner:
-    """Local thread pool (embedded) or Celery workers (remote); the model worker client is the
-    next backend to plug in here."""
+    """Local thread pool (embedded) or Celery workers (remote). The local runner owns this
+    process's model chain (a model worker started by the first model job, closed at
+    shutdown); Celery workers own one each (``app.service.worker``)."""
     if settings.job_backend == "celery":
         from app.service.worker import CeleryJobRunner
 
         return CeleryJobRunner(settings)
-    return LocalJobRunner(app.state.sessionmaker, app.state.storage, settings.job_workers)
+    return LocalJobRunner(app.state.sessionmaker, app.state.storage, settings.job_workers,
+                          ModelChain(device=settings.model_device or None))  # fmt: skip
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -3,9 +3,15 @@
 The seam: the API only calls :class:`JobRunner` (``submit``/``shutdown``); a job's work is
 :func:`run_job`, a plain function of a job id that reads and writes the database and storage,
 so the same function runs in this process's thread pool (``LocalJobRunner``, embedded mode)
-or in a remote worker. Mastering jobs run the engine's ``master_file``. Jobs that need the
-model worker (text-to-music generation, style transfer) fail with ``model_worker_unavailable``
-until ``app.models.client`` lands; a ``ModelWorkerRunner`` then takes them.
+or in a Celery worker (``app.service.worker``, remote mode).
+
+``master`` runs the engine's ``master_file`` in this process. ``generate``, ``enhance`` and
+``style_transfer`` run the model chain: :class:`app.models.orchestrator.Orchestrator` plans
+the workflow (which slot, which backend, why) and runs its model steps on the model worker
+through a :class:`ModelChain` (one lazily started :class:`~app.models.client.ModelClient`
+per process, closed at shutdown). The run's plan, with its per-step figures, is stored in the
+job's report (``report["plan"]``); a slot with no ready backend fails the job with the
+registry's reason (e.g. the weights that are missing), never a generic error.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,26 +31,82 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.service.models import Job, utcnow
 from app.service.storage import Storage, key
 
+if TYPE_CHECKING:
+    from app.models.client import ModelClient
+    from app.models.orchestrator import Request as OrchestratorRequest
+
 log = logging.getLogger(__name__)
 
 TERMINAL = ("succeeded", "failed", "cancelled")
-ENGINE_OPERATIONS = ("master", "enhance")
-MODEL_WORKER_OPERATIONS = ("generate", "style_transfer")
-MODEL_WORKER_UNAVAILABLE = (
-    "model worker not available: {what} needs the model chain's worker, which this service "
-    "does not run yet; mastering and enhancement (operation=master|enhance) work now"
-)
+#: Operations the engine runs in this process (no model worker needed).
+ENGINE_OPERATIONS = ("master",)
+#: Operations the model chain runs: job operation -> orchestrator workflow.
+MODEL_WORKFLOWS: dict[str, str] = {"generate": "generate", "enhance": "enhance", "style_transfer": "style_transfer"}
+OPERATIONS = (*ENGINE_OPERATIONS, *MODEL_WORKFLOWS)
+MODEL_WORKER_UNAVAILABLE = "model worker not available: {what} needs the model chain's worker: {why}"
 MAX_ATTEMPTS = 3
 _PROGRESS_WRITE_S = 0.25
+#: How long a job waits for the model worker to start (importing torch on a cold disk is slow).
+WORKER_START_TIMEOUT_S = 180.0
 
 
 class JobCancelled(Exception):
     pass
 
 
+class JobInterrupted(Exception):
+    """The runner is shutting down under a running job: leave it for :func:`recover`."""
+
+
 class JobRunner(Protocol):
     def submit(self, job_id: str) -> None: ...
     def shutdown(self) -> None: ...
+
+
+class ModelChain:
+    """This process's handle on the model chain: one :class:`~app.models.client.ModelClient`,
+    started by the first job that needs it (never at import or app start), restarted when
+    it died, closed by :meth:`close`. Thread-safe."""
+
+    def __init__(self, device: str | None = None, start_timeout_s: float = WORKER_START_TIMEOUT_S) -> None:
+        self.device, self.start_timeout_s = device, start_timeout_s
+        self._lock = threading.Lock()
+        self._client: ModelClient | None = None
+        self.closing = threading.Event()
+
+    def client(self) -> ModelClient:
+        """The ready client (starting it if needed); raises ``WorkerError``/``TimeoutError``."""
+        from app.models.client import ModelClient
+
+        with self._lock:
+            if self.closing.is_set():
+                raise JobInterrupted
+            c = self._client
+            if c is None or c.state in ("dead", "closed"):
+                if c is not None:
+                    c.close()
+                c = self._client = ModelClient(device=self.device or None)
+        c.wait_ready(self.start_timeout_s)
+        return c
+
+    def describe(self) -> dict[str, Any]:
+        """The worker's state for agent/status: not started, starting, ready, busy, dead."""
+        c = self._client
+        if c is None:
+            return {"state": "not_started", "reason": "starts with the first model job"}
+        out: dict[str, Any] = {"state": c.state}
+        if c.hello is not None:
+            out["device"] = c.hello.device
+        if c.last_error:
+            out["reason"] = c.last_error
+        return out
+
+    def close(self) -> None:
+        self.closing.set()
+        with self._lock:
+            c, self._client = self._client, None
+        if c is not None:
+            c.close()
 
 
 def _set(factory: sessionmaker[Session], job_id: str, **values: Any) -> Job | None:
@@ -58,8 +120,12 @@ def _set(factory: sessionmaker[Session], job_id: str, **values: Any) -> Job | No
         return job
 
 
-def run_job(job_id: str, factory: sessionmaker[Session], storage: Storage) -> str:
-    """Run one queued job to a terminal state; returns that state. Safe to call twice."""
+def run_job(job_id: str, factory: sessionmaker[Session], storage: Storage, chain: ModelChain | None = None) -> str:
+    """Run one queued job to a terminal state; returns that state. Safe to call twice.
+
+    ``chain`` runs the model workflows; without one they fail with ``model_worker_unavailable``.
+    Returns ``"interrupted"`` (the job left ``running``) when the chain shut down under it.
+    """
     with factory() as s, s.begin():
         job = s.get(Job, job_id)
         if job is None or job.status in TERMINAL:
@@ -70,9 +136,15 @@ def run_job(job_id: str, factory: sessionmaker[Session], storage: Storage) -> st
         job.status, job.attempts, job.updated_at = "running", job.attempts + 1, utcnow()
         job.message = "starting"
         params, operation, input_key = json.loads(job.params), job.operation, job.input_key
+    if operation in MODEL_WORKFLOWS:
+        if chain is None:
+            _set(factory, job_id, status="failed", error_code="model_worker_unavailable", message="failed",
+                 error=MODEL_WORKER_UNAVAILABLE.format(what=operation, why="this runner has no model chain"))  # fmt: skip
+            return "failed"
+        return _run_model_job(job_id, operation, params, input_key, factory, storage, chain)
     if operation not in ENGINE_OPERATIONS or input_key is None:
-        _set(factory, job_id, status="failed", error_code="model_worker_unavailable",
-             error=MODEL_WORKER_UNAVAILABLE.format(what=operation))  # fmt: skip
+        _set(factory, job_id, status="failed", error_code="invalid_request", message="failed",
+             error=f"unknown operation {operation!r} or no input audio")  # fmt: skip
         return "failed"
     try:
         report = _master(job_id, params, input_key, factory, storage)
@@ -90,6 +162,161 @@ def run_job(job_id: str, factory: sessionmaker[Session], storage: Storage) -> st
         return "failed"
     _set(factory, job_id, status="succeeded", progress=1.0, message="done",
          report=json.dumps(report), result_key=key("jobs", job_id, "result.wav"))  # fmt: skip
+    return "succeeded"
+
+
+# --- the model chain ----------------------------------------------------------------------------
+
+
+def chain_request(operation: str, params: dict[str, Any], input_path: Path | None, output_path: Path,
+                  work_dir: Path) -> OrchestratorRequest:  # fmt: skip
+    """The orchestrator request for a job: the seed's body/form fields, field for field."""
+    from app.models.orchestrator import Request
+
+    common: dict[str, Any] = {
+        "workflow": MODEL_WORKFLOWS[operation], "output_path": str(output_path), "work_dir": str(work_dir),
+        "style": params.get("style") or "balanced", "level": params.get("enhancement_level") or "moderate",
+        "target": params.get("target") or "streaming", "output_format": "wav24",
+    }  # fmt: skip
+    if operation == "generate":
+        return Request(prompt=params.get("prompt", ""), genre=params.get("genre") or "", mood=params.get("mood") or "",
+                       duration_s=float(params["duration"]) if params.get("duration") is not None else None,
+                       **common)  # fmt: skip
+    return Request(input_path=str(input_path) if input_path else None,
+                   target_genre=params.get("target_genre") or "", **common)  # fmt: skip
+
+
+class _Watch:
+    """Between the orchestrator and the job row: the run's progress goes to the database every
+    ``_PROGRESS_WRITE_S`` (so the WebSocket shows it) and a cancel request (or the runner
+    shutting down) sets the orchestrator's cancel event. ``progress`` is called on the model
+    client's reader thread, so it only records; a thread of its own does the I/O."""
+
+    def __init__(self, job_id: str, factory: sessionmaker[Session], chain: ModelChain) -> None:
+        self.job_id, self.factory, self.chain = job_id, factory, chain
+        self.cancel = threading.Event()
+        self.cancel_requested = False
+        self._latest: tuple[float, str] = (0.0, "starting")
+        self._written: tuple[float, str] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"amc-watch-{job_id[:8]}", daemon=True)
+
+    def progress(self, fraction: float, message: str) -> None:
+        self._latest = (max(self._latest[0], min(max(float(fraction), 0.0), 1.0)), message)
+
+    def __enter__(self) -> _Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(_PROGRESS_WRITE_S):
+            if self.chain.closing.is_set():
+                self.cancel.set()
+            try:
+                self.flush()
+            except Exception:  # a database blip must not end the run; the next tick retries
+                log.warning("job %s: progress write failed", self.job_id, exc_info=True)
+
+    def flush(self) -> None:
+        latest = self._latest
+        with self.factory() as s, s.begin():
+            job = s.get(Job, self.job_id)
+            if job is None or job.cancel_requested:
+                self.cancel_requested = True
+                self.cancel.set()
+                return
+            if latest != self._written:
+                job.progress = round(0.95 * latest[0], 4)  # the last 5 %: storing the result
+                job.message = latest[1][:500]
+                job.updated_at = utcnow()
+                self._written = latest
+
+
+def _chain_report(result_plan: dict[str, Any]) -> dict[str, Any]:
+    """The job report of a model-chain run: the plan with its figures, the chain in short, and
+    the final master's figures under ``result`` (as an engine-only master reports them)."""
+    steps = result_plan.get("steps", [])
+    master = next((st for st in steps if st.get("name") == "master"), None)
+    report: dict[str, Any] = {
+        "workflow": result_plan.get("workflow"),
+        "chain": [{"slot": "ACES" if st.get("slot") == "aces" else (st.get("slot") or "mastering"),
+                   "backend": st.get("backend"), "why": st.get("reason")} for st in steps],
+        "plan": result_plan,
+    }  # fmt: skip
+    if master is not None:
+        m = master.get("metrics", {})
+        report["result"] = {k: m.get(k) for k in ("loudness_lufs", "true_peak_dbtp", "target_lufs", "ceiling_dbtp",
+                                                   "loudness_error_lu", "within_spec")}  # fmt: skip
+        report["result"]["gates"] = master.get("gates", [])
+    return report
+
+
+def _run_model_job(job_id: str, operation: str, params: dict[str, Any], input_key: str | None,
+                   factory: sessionmaker[Session], storage: Storage, chain: ModelChain) -> str:  # fmt: skip
+    from app.engine.errors import AmcError, ParameterError
+    from app.models.client import WorkerError
+    from app.models.orchestrator import Orchestrator, RunCancelled, RunFailed
+    from app.models.registry import BackendUnavailable
+
+    watch = _Watch(job_id, factory, chain)
+    plan: dict[str, Any] | None = None
+
+    def fail(code: str, error: str, plan_dict: dict[str, Any] | None) -> str:
+        values: dict[str, Any] = {"status": "failed", "error_code": code, "error": error, "message": "failed"}
+        if plan_dict is not None:
+            values["report"] = json.dumps(_chain_report(plan_dict))
+        _set(factory, job_id, **values)
+        return "failed"
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="amc-job-") as tmp, watch:
+            inp: Path | None = None
+            if input_key is not None:
+                inp = storage.local_path(input_key)
+                if inp is None:
+                    inp = Path(tmp) / ("input" + Path(input_key).suffix)
+                    storage.get_to_file(input_key, inp)
+            out = Path(tmp) / "result.wav"
+            work = Path(tmp) / "work"
+            req = chain_request(operation, params, inp, out, work)
+            watch.progress(0.0, "starting the model worker")
+            client = chain.client()
+            orch = Orchestrator(client)
+            planned = orch.plan(req)
+            plan = planned.to_dict()
+            _set(factory, job_id, report=json.dumps(_chain_report(plan)), message="planned")
+            result = orch.run(planned, progress=watch.progress, cancel=watch.cancel)
+            plan = result.plan
+            watch.progress(1.0, "storing the result")
+            storage.put_file(key("jobs", job_id, "result.wav"), Path(result.outputs["audio"]))
+    except (RunCancelled, JobInterrupted):
+        if watch.cancel_requested:
+            _set(factory, job_id, status="cancelled", message="cancelled",
+                 **({"report": json.dumps(_chain_report(plan))} if plan else {}))  # fmt: skip
+            return "cancelled"
+        if chain.closing.is_set():  # the service is stopping: recover() runs it again at the next start
+            _set(factory, job_id, message="interrupted by a service shutdown")
+            return "interrupted"
+        return fail("model_worker_unavailable", "the model worker stopped the job (it was closed or restarted)", plan)
+    except BackendUnavailable as e:
+        return fail("backend_unavailable", str(e), plan)
+    except RunFailed as e:
+        return fail("model_failed", str(e), e.plan or plan)
+    except ParameterError as e:
+        return fail("invalid_request", str(e), plan)
+    except (WorkerError, TimeoutError) as e:
+        return fail("model_worker_unavailable", MODEL_WORKER_UNAVAILABLE.format(what=operation, why=e), plan)
+    except AmcError as e:
+        return fail("processing_error", str(e) or type(e).__name__, getattr(e, "plan", None) or plan)
+    except Exception as e:  # the job fails; the service keeps running
+        log.exception("job %s crashed", job_id)
+        return fail("internal_error", str(e) or type(e).__name__, plan)
+    _set(factory, job_id, status="succeeded", progress=1.0, message="done",
+         report=json.dumps(_chain_report(plan)), result_key=key("jobs", job_id, "result.wav"))  # fmt: skip
     return "succeeded"
 
 
@@ -128,8 +355,8 @@ def _master(job_id: str, params: dict[str, Any], input_key: str,
     report = result.to_report()
     report.pop("input", None)  # server-side temp paths mean nothing to the client
     report.pop("output", None)
-    report["chain"] = [{"slot": "ACES" if params.get("operation") == "enhance" else "mastering",
-                        "backend": "engine DSP", "why": "engine mastering chain (no model worker needed)"}]  # fmt: skip
+    report["chain"] = [{"slot": "mastering", "backend": "engine",
+                        "why": "engine mastering chain (no model worker needed)"}]  # fmt: skip
     return report
 
 
@@ -137,10 +364,13 @@ class LocalJobRunner:
     """Runs jobs on a small thread pool in this process (embedded mode).
 
     The engine's heavy loops are numba/numpy and release the GIL, so a thread keeps the API
-    responsive; ``job_workers`` bounds the CPU given to jobs."""
+    responsive; ``job_workers`` bounds the CPU given to jobs. Model workflows run on the
+    runner's :class:`ModelChain` (its worker process starts with the first such job)."""
 
-    def __init__(self, factory: sessionmaker[Session], storage: Storage, workers: int) -> None:
+    def __init__(self, factory: sessionmaker[Session], storage: Storage, workers: int,
+                 chain: ModelChain | None = None) -> None:  # fmt: skip
         self.factory, self.storage = factory, storage
+        self.chain = chain if chain is not None else ModelChain()
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="amc-job")
         self._lock = threading.Lock()
         self._closed = False
@@ -152,16 +382,18 @@ class LocalJobRunner:
 
     def _run(self, job_id: str) -> None:
         try:
-            run_job(job_id, self.factory, self.storage)
+            run_job(job_id, self.factory, self.storage, self.chain)
         except Exception:  # pragma: no cover - run_job records failures itself
             log.exception("job %s: runner error", job_id)
 
     def shutdown(self) -> None:
         with self._lock:
             self._closed = True
-        # Running jobs see the cancel flag only through the DB; queued ones stay queued
-        # in the DB and are resumed by recover() at the next start.
+        # Running engine jobs see the cancel flag only through the DB; running model jobs are
+        # stopped by closing the chain and stay "running"; queued ones stay queued. recover()
+        # resumes both at the next start.
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.chain.close()
 
 
 def recover(factory: sessionmaker[Session], runner: JobRunner) -> list[str]:
@@ -170,7 +402,7 @@ def recover(factory: sessionmaker[Session], runner: JobRunner) -> list[str]:
     resubmit: list[str] = []
     with factory() as s, s.begin():
         for job in s.scalars(select(Job).where(Job.status.in_(("queued", "running")))):
-            if job.operation not in ENGINE_OPERATIONS:
+            if job.operation not in OPERATIONS:
                 continue
             if job.status == "running" and job.attempts >= MAX_ATTEMPTS:
                 job.status, job.error_code = "failed", "interrupted"

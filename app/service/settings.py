@@ -56,6 +56,7 @@ class Settings:
     burst_per_minute: int = 60
     job_backend: str = "local"  # local (thread pool in this process) | celery (remote workers)
     job_workers: int = 1
+    model_device: str = ""  # the model worker's device (AMC_DEVICE); empty: CUDA > MPS > CPU
     celery_visibility_timeout_s: int = 3600
     login_max_failures: int = 5
     login_lockout_s: int = 900
@@ -131,6 +132,7 @@ class Settings:
             burst_per_minute=int(env.get("RATE_BURST_PER_MINUTE", "60")),
             job_backend=env.get("JOB_BACKEND", "local").strip().lower(),
             job_workers=int(env.get("JOB_WORKERS", "1")),
+            model_device=env.get("AMC_DEVICE", "").strip(),
             celery_visibility_timeout_s=int(env.get("CELERY_VISIBILITY_TIMEOUT_S", "3600")),
             login_max_failures=int(env.get("LOGIN_MAX_FAILURES", "5")),
             login_lockout_s=int(env.get("LOGIN_LOCKOUT_S", "900")),

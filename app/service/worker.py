@@ -1,5 +1,8 @@
 """Remote-mode jobs on Celery + Redis: the API enqueues ``amc.run_job(job_id)``, workers
-(``amc worker`` / ``python -m app.service.worker``) run :func:`app.service.jobs.run_job`.
+(``amc worker`` / ``python -m app.service.worker``) run :func:`app.service.jobs.run_job`,
+the same code path as the embedded service: each worker process owns one
+:class:`~app.service.jobs.ModelChain` (its model worker starts with the first model job and
+is closed when the Celery process shuts down).
 
 Job state lives in the database, not in Celery: a task is only "run this job id". Tasks are
 acknowledged late and rejected when their worker dies, so a killed worker's job is delivered
@@ -13,9 +16,10 @@ import sys
 from functools import cache
 
 from celery import Celery
+from celery.signals import worker_process_shutdown
 
 from app.service import db
-from app.service.jobs import run_job
+from app.service.jobs import ModelChain, run_job
 from app.service.settings import Settings
 from app.service.storage import make_storage
 
@@ -38,15 +42,43 @@ def make_celery(settings: Settings) -> Celery:
 
 
 @cache
-def _worker_state() -> tuple[Settings, object, object]:
+def _worker_state() -> tuple[Settings, object, object, ModelChain]:
+    """Per Celery process (prefork child): its database, storage and model chain."""
     settings = Settings.from_env()
     engine = db.make_engine(settings.database_url)
-    return settings, db.make_sessionmaker(engine), make_storage(settings)
+    _allow_model_worker()
+    return settings, db.make_sessionmaker(engine), make_storage(settings), ModelChain(settings.model_device or None)
+
+
+def _allow_model_worker() -> None:
+    """Let this process start the model worker (a ``multiprocessing`` spawn child).
+
+    Celery's prefork children are billiard processes: marked daemonic (``multiprocessing``
+    refuses children of a daemon, as it could not reap them) and holding billiard's authkey
+    type (which ``multiprocessing`` refuses to pickle into a spawned child). We reap ours:
+    ``worker_process_shutdown`` closes the chain, and a model worker whose parent was killed
+    exits when its pipe closes."""
+    import multiprocessing
+    from multiprocessing.process import AuthenticationString
+
+    proc = multiprocessing.current_process()
+    config = proc._config  # type: ignore[attr-defined]
+    if config.get("daemon"):
+        config["daemon"] = False
+    authkey = config.get("authkey")
+    if authkey is not None and type(authkey) is not AuthenticationString:
+        config["authkey"] = AuthenticationString(bytes(authkey))
+
+
+@worker_process_shutdown.connect
+def _close_chain(**_: object) -> None:
+    if _worker_state.cache_info().currsize:
+        _worker_state()[3].close()
 
 
 def _run(job_id: str) -> str:
-    _settings, factory, storage = _worker_state()
-    return run_job(job_id, factory, storage)  # type: ignore[arg-type]
+    _settings, factory, storage, chain = _worker_state()
+    return run_job(job_id, factory, storage, chain)  # type: ignore[arg-type]
 
 
 class CeleryJobRunner:

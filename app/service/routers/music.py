@@ -21,7 +21,7 @@ from app.service.deps import (
     StorageDep,
 )
 from app.service.errors import ApiError
-from app.service.jobs import ENGINE_OPERATIONS, MODEL_WORKER_UNAVAILABLE
+from app.service.jobs import ENGINE_OPERATIONS, OPERATIONS
 from app.service.models import Job
 from app.service.routers.jobs import job_public
 from app.service.schemas import GenerateRequest, JobPublic
@@ -29,16 +29,43 @@ from app.service.storage import key
 
 router = APIRouter(prefix="/music", tags=["music"], route_class=CommittingRoute)
 
-OPERATIONS = ("master", "enhance", "style_transfer")
+FILE_OPERATIONS = ("master", "enhance", "style_transfer")
 _CHUNK = 1 << 20
 #: libsndfile container name -> file extension used for the stored input.
 _EXT = {"WAV": "wav", "WAVEX": "wav", "FLAC": "flac", "OGG": "ogg", "AIFF": "aiff", "MP3": "mp3",
         "W64": "w64", "RF64": "wav", "CAF": "caf"}  # fmt: skip
 
-# The twelve slots of the model chain (ARCHITECTURE.md); their backends live in the model
-# worker, which this service version does not reach yet.
-SLOTS = ("MusicGen", "Stable Audio", "MusicLM", "AudioCraft", "Jukebox", "Melody RNN", "Music VAE",
-         "ACES", "Diff Rhythm", "Suni", "Beethoven AI", "Mureka")  # fmt: skip
+# The twelve slots of the model chain (ARCHITECTURE.md): registry key -> title.
+SLOTS = {"musicgen": "MusicGen", "stable-audio": "Stable Audio", "musiclm": "MusicLM", "audiocraft": "AudioCraft",
+         "jukebox": "Jukebox", "melody-rnn": "Melody RNN", "music-vae": "Music VAE", "aces": "ACES",
+         "diff-rhythm": "Diff Rhythm", "suni": "Suni", "beethoven-ai": "Beethoven AI", "mureka": "Mureka"}  # fmt: skip
+#: Which slots each model operation needs (any one ready, for generate).
+_OPERATION_SLOTS = {"generate": ("musicgen", "stable-audio", "suni", "mureka"), "enhance": ("aces",),
+                    "style_transfer": ("jukebox",)}  # fmt: skip
+
+
+def _slot_status(request: Request) -> list[dict[str, Any]]:
+    """The registry's status of every slot (on the model worker's device when it is known)."""
+    from app.models import registry
+
+    chain = getattr(request.app.state.runner, "chain", None)
+    device = (chain.describe().get("device") if chain is not None else None) or \
+        request.app.state.settings.model_device or "cpu"
+    return registry.slot_status(device=device, slots=list(SLOTS))
+
+
+def _operation_availability(slots: list[dict[str, Any]]) -> dict[str, tuple[bool, str]]:
+    by_key = {s["slot"]: s for s in slots}
+    out: dict[str, tuple[bool, str]] = {"master": (True, "engine mastering chain")}
+    for op, needed in _OPERATION_SLOTS.items():
+        ready = [k for k in needed if by_key.get(k, {}).get("ready")]
+        if ready:
+            out[op] = (True, f"{SLOTS.get(ready[0], ready[0])} ready")
+        else:
+            why = " | ".join(f"{b['name']}: {b['state']} ({b['detail']})" for k in needed
+                             for b in by_key.get(k, {}).get("backends", []))  # fmt: skip
+            out[op] = (False, f"no ready backend: {why}")
+    return out
 
 
 def _engine_choices() -> dict[str, list[str]]:
@@ -50,10 +77,6 @@ def _engine_choices() -> dict[str, list[str]]:
 def _new_job(request: Request, session: SessionDep, user_id: str, kind: str, operation: str,
              params: dict[str, Any]) -> Job:  # fmt: skip
     job = Job(user_id=user_id, kind=kind, operation=operation, params=json.dumps(params))
-    if operation not in ENGINE_OPERATIONS:
-        job.status, job.error_code, job.message = "failed", "model_worker_unavailable", "failed"
-        job.error = MODEL_WORKER_UNAVAILABLE.format(
-            what="text-to-music generation" if operation == "generate" else "style transfer")
     session.add(job)
     session.flush()
     return job
@@ -62,10 +85,16 @@ def _new_job(request: Request, session: SessionDep, user_id: str, kind: str, ope
 @router.post("/generate", status_code=202, response_model=JobPublic)
 def generate(body: GenerateRequest, request: Request, user: CurrentUser, _quota: QuotaDep,
              session: SessionDep) -> JobPublic:  # fmt: skip
-    """Queue a text-to-music job. Until the model worker lands the job is recorded and ends
-    ``failed`` with code ``model_worker_unavailable`` (it counts against the quota, as any
-    accepted request does)."""
+    """Queue a text-to-music job: the model chain's generate workflow (generator slot ->
+    quality gates -> mastering). The job's report carries the plan (slot, backend, why) and
+    per-step figures; with no ready generator it fails with the registry's reason (code
+    ``backend_unavailable``), which counts against the quota as any accepted request does."""
+    styles = _engine_choices()["styles"]
+    if body.style not in styles:
+        raise ApiError(422, "validation_error", f"style must be one of {', '.join(styles)}")
     job = _new_job(request, session, user.id, "generate", "generate", body.model_dump())
+    session.commit()  # the runner reads the job from another session
+    request.app.state.runner.submit(job.id)
     return job_public(job, request)
 
 
@@ -84,10 +113,14 @@ def process_file(
     target_genre: Annotated[str | None, Form(max_length=64)] = None,
     target: Annotated[str, Form(description="loudness target, e.g. streaming")] = "streaming",
 ) -> JobPublic:
-    """Upload audio and queue processing. ``master``/``enhance`` run the engine's mastering chain."""
+    """Upload audio and queue processing. ``master`` runs the engine's mastering chain;
+    ``enhance`` (ACES slot -> mastering) and ``style_transfer`` (Jukebox slot, needs
+    ``target_genre`` -> gates -> mastering) run the model chain."""
     choices = _engine_choices()
-    if operation not in OPERATIONS:
-        raise ApiError(422, "validation_error", f"operation must be one of {', '.join(OPERATIONS)}")
+    if operation not in FILE_OPERATIONS:
+        raise ApiError(422, "validation_error", f"operation must be one of {', '.join(FILE_OPERATIONS)}")
+    if operation == "style_transfer" and not (target_genre or "").strip():
+        raise ApiError(422, "validation_error", "operation=style_transfer needs target_genre")
     if style not in choices["styles"]:
         raise ApiError(422, "validation_error", f"style must be one of {', '.join(choices['styles'])}")
     if enhancement_level not in choices["levels"]:
@@ -103,12 +136,10 @@ def process_file(
         _receive(file, path, settings.max_upload_bytes)
         ext = _sniff_audio(path)
         job = _new_job(request, session, user.id, "process-file", operation, params)
-        if operation in ENGINE_OPERATIONS:
-            job.input_key = key("jobs", job.id, f"input.{ext}")
-            storage.put_file(job.input_key, path)
+        job.input_key = key("jobs", job.id, f"input.{ext}")
+        storage.put_file(job.input_key, path)
     session.commit()  # the runner reads the job from another session
-    if operation in ENGINE_OPERATIONS:
-        request.app.state.runner.submit(job.id)
+    request.app.state.runner.submit(job.id)
     return job_public(job, request)
 
 
@@ -141,20 +172,28 @@ def _sniff_audio(path: Path) -> str:
 
 @router.get("/agent/status")
 def agent_status(request: Request, session: SessionDep, user: OptionalUser) -> dict[str, Any]:
-    """What can run now: the engine (always here), the model worker (not yet), job queue size.
-    Anonymous callers get the same public view; a signed-in user also sees their own jobs."""
+    """What can run now: the engine (always here), the model worker and each slot's backends
+    as the registry reports them (ready, weights missing, package missing, needs API key),
+    the job queue. Anonymous callers get the same public view; a signed-in user also sees
+    their own jobs."""
     counts = dict(session.execute(select(Job.status, func.count()).where(
         Job.status.in_(("queued", "running"))).group_by(Job.status)).all())  # fmt: skip
+    slots = _slot_status(request)
+    chain = getattr(request.app.state.runner, "chain", None)
+    worker = chain.describe() if chain is not None else {
+        "state": "remote", "reason": "model jobs run on the Celery workers' model workers"}  # fmt: skip
+    ops = _operation_availability(slots)
     body: dict[str, Any] = {
-        "status": "degraded",
+        "status": "ok" if all(ok for ok, _ in ops.values()) else "degraded",
         "mode": request.app.state.settings.mode,
         "engine": {"state": "ready", "operations": list(ENGINE_OPERATIONS)},
-        "model_worker": {"state": "unavailable",
-                         "reason": "the model worker is not connected to this service yet"},
-        "slots": [{"name": s, "state": "unavailable", "reason": "needs the model worker"}
-                  if s != "ACES" else
-                  {"name": s, "state": "ready", "reason": "engine DSP enhancement (no learned weights)"}
-                  for s in SLOTS],
+        "model_worker": worker,
+        "operations": {op: {"available": ok, "reason": why} for op, (ok, why) in ops.items()},
+        "slots": [{"name": SLOTS.get(s["slot"], s["slot"]), "slot": s["slot"],
+                   "state": "ready" if s["ready"] else next((b["state"] for b in s["backends"]), "unavailable"),
+                   "reason": "; ".join(f"{b['name']}: {b['detail']}" for b in s["backends"]),
+                   "backends": [{k: b[k] for k in ("name", "state", "detail")} for b in s["backends"]]}
+                  for s in slots],
         "queue": {"queued": int(counts.get("queued", 0)), "running": int(counts.get("running", 0))},
     }  # fmt: skip
     if user is not None:
@@ -168,13 +207,12 @@ def agent_status(request: Request, session: SessionDep, user: OptionalUser) -> d
 def capabilities(request: Request) -> dict[str, Any]:
     settings = request.app.state.settings
     c = _engine_choices()
-    why = "needs the model worker, not available in this service version"
+    ops = _operation_availability(_slot_status(request))
     return {
         "operations": [
-            {"name": "master", "available": True, "endpoint": "/api/v1/music/process-file"},
-            {"name": "enhance", "available": True, "endpoint": "/api/v1/music/process-file"},
-            {"name": "style_transfer", "available": False, "reason": why, "endpoint": "/api/v1/music/process-file"},
-            {"name": "generate", "available": False, "reason": why, "endpoint": "/api/v1/music/generate"},
+            {"name": op, "available": ops[op][0], "reason": ops[op][1],
+             "endpoint": "/api/v1/music/generate" if op == "generate" else "/api/v1/music/process-file"}
+            for op in OPERATIONS
         ],
         "workflows": ["auto", "enhance", "style_transfer", "generate"],
         "styles": c["styles"],
