@@ -408,3 +408,9 @@ def master_metrics(result: Any) -> dict[str, Any]:
         "target_lufs": num(result.plan.loudness.target_lufs),
         "mastering_target": result.plan.target,
     }
+
+
+def check_task(backend: Backend, task: str) -> None:
+    """Refuse a task the backend does not declare (the worker routes by ``tasks``)."""
+    if task not in backend.tasks:
+        raise ParameterError(f"{backend.title} has no task {task!r}; it knows {', '.join(backend.tasks)}")

@@ -453,10 +453,7 @@ class DspEnhancer(Backend):
     def run(
         self, task: str, params: Mapping[str, Any], inputs: Mapping[str, Path], ctx: JobContext
     ) -> BackendOutput:
-        if task not in self.tasks:
-            raise ParameterError(
-                f"{self.title} has no task {task!r}; it knows {', '.join(self.tasks)}"
-            )
+        c.check_task(self, task)
         steps = params.get("steps", ("declip", "declick", "denoise", "eq", "master"))
         unknown = set(steps) - {"declip", "declick", "denoise", "eq", "master"}
         if unknown:

@@ -221,10 +221,7 @@ class TransformersAudioCraft(Backend):
     def run(
         self, task: str, params: Mapping[str, Any], inputs: Mapping[str, Path], ctx: JobContext
     ) -> BackendOutput:
-        if task not in self.tasks:
-            raise ParameterError(
-                f"{self.title} has no task {task!r}; it knows {', '.join(self.tasks)}"
-            )
+        c.check_task(self, task)
         source = c.need_input(inputs)
         handler: Callable[..., BackendOutput] = getattr(self, f"_run_{task}")
         return handler(source, params, ctx)

@@ -64,10 +64,7 @@ class MelodyStyleTransfer(Backend):
     def run(
         self, task: str, params: Mapping[str, Any], inputs: Mapping[str, Path], ctx: JobContext
     ) -> BackendOutput:
-        if task not in self.tasks:
-            raise ParameterError(
-                f"{self.title} has no task {task!r}; it knows {', '.join(self.tasks)}"
-            )
+        c.check_task(self, task)
         genre = str(params.get("target_genre", "") or "").strip()
         if not genre:
             raise ParameterError("style_transfer needs target_genre, e.g. 'jazz' or 'synthwave'")

@@ -156,10 +156,7 @@ class TransformersMusicGen(Backend):
     def run(
         self, task: str, params: Mapping[str, Any], inputs: Mapping[str, Path], ctx: JobContext
     ) -> BackendOutput:
-        if task not in self.tasks:
-            raise ParameterError(
-                f"{self.title} has no task {task!r}; it knows {', '.join(self.tasks)}"
-            )
+        c.check_task(self, task)
         # cheap checks first: a bad request never waits for a model load
         duration_s = c.param_float(params, "duration_s", 8.0, 0.1, MAX_DURATION_S)
         prompt = str(params.get("prompt", "") or "")

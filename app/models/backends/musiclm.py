@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from app.engine import analysis
-from app.engine.errors import ParameterError
 from app.models.backends import _common as c
 from app.models.backends.base import (
     Backend,
@@ -316,10 +315,7 @@ class MusicUnderstanding(Backend):
     def run(
         self, task: str, params: Mapping[str, Any], inputs: Mapping[str, Path], ctx: JobContext
     ) -> BackendOutput:
-        if task not in self.tasks:
-            raise ParameterError(
-                f"{self.title} has no task {task!r}; it knows {', '.join(self.tasks)}"
-            )
+        c.check_task(self, task)
         source = c.need_input(inputs)
         t0 = time.perf_counter()
         audio, sr = c.read_audio(source)

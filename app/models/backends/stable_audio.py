@@ -101,10 +101,7 @@ class DiffusersStableAudio(Backend):
     def run(
         self, task: str, params: Mapping[str, Any], inputs: Mapping[str, Path], ctx: JobContext
     ) -> BackendOutput:
-        if task not in self.tasks:
-            raise ParameterError(
-                f"{self.title} has no task {task!r}; it knows {', '.join(self.tasks)}"
-            )
+        c.check_task(self, task)
         prompt = str(params.get("prompt", "") or "")
         if not prompt.strip():
             raise ParameterError("text_to_audio needs a non-empty prompt")
