@@ -325,3 +325,36 @@ def test_real_musicgen_backend_with_random_tiny_weights_is_rejected_by_the_gates
     assert all(a["metrics"]["seed"] == a["seed"] and a["metrics"]["prompt"] == "warm piano" for a in attempts)
     assert all(not {g["name"]: g["passed"] for g in a["gates"]}["spectral_balance"] for a in attempts)
     assert not out.exists()
+
+
+def test_prompt_adherence_gate_scores_with_the_bundled_clap_backend(tmp_path: Path) -> None:
+    """No test double: the bundled musiclm backend's ``clap_similarity`` task on a tiny CLAP."""
+    pytest.importorskip("transformers")
+    from tests.models.backends import tiny_models
+
+    home = tmp_path / "home"
+    tiny_models.build_clap(home / "models" / "laion" / "clap-htsat-unfused")
+    env = {**orch_env(home), "AMC_EXTRA_BACKENDS": EXTRA.replace(
+        ",tests.models.orchestra_backends:TinyPromptScorer", "")}
+    assert "TinyPromptScorer" not in env["AMC_EXTRA_BACKENDS"]
+    mp = pytest.MonkeyPatch()
+    for k, v in env.items():
+        mp.setenv(k, v)
+    mp.delenv("AMC_MODELS_PATH", raising=False)
+    client = ModelClient(device="cpu", log_path=home / "worker.log", env=env)
+    try:
+        client.wait_ready(60)
+        req = Request(prompt="warm piano", duration_s=1.0, seed=11, backend="tiny-gen", master=False,
+                      max_seed_retries=0, output_path=str(tmp_path / "a.wav"))
+        try:
+            gates = Orchestrator(client).run(req).plan["steps"][0]["gates"]
+        except RunFailed as exc:  # a random tiny CLAP may score below the threshold
+            assert exc.plan is not None
+            gates = exc.plan["steps"][0]["attempts"][-1]["gates"]
+        gate = {x["name"]: x for x in gates}["prompt_adherence"]
+        assert not gate["skipped"], gate["detail"]
+        assert isinstance(gate["value"], float) and -1.0 <= gate["value"] <= 1.0
+        assert gate["detail"].startswith("CLAP similarity")
+    finally:
+        client.close()
+        mp.undo()

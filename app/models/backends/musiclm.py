@@ -6,7 +6,9 @@
 * notes (audio -> MIDI): Spotify's Basic Pitch (ICASSP 2022), whose pretrained weights
   ship inside the ``basic-pitch`` package and run on onnxruntime.  When that package is
   absent the notes come from a plainly labelled DSP fallback (librosa pYIN, monophonic);
-* tags: CLAP zero-shot (laion/clap-htsat-unfused) only when its weights are present.
+* tags: CLAP zero-shot (laion/clap-htsat-unfused) only when its weights are present;
+* clap_similarity: cosine of the CLAP audio and prompt-text embeddings (same weights;
+  a clear error without them), for the orchestrator's prompt-adherence gate.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from app.engine import analysis
+from app.engine.errors import ParameterError, ProcessingError
 from app.models.backends import _common as c
 from app.models.backends.base import (
     Backend,
@@ -38,6 +41,9 @@ from app.models.backends.base import (
 CLAP = WeightsSpec(
     "laion/clap-htsat-unfused", 615_000_000, "Apache-2.0", c.hf_url("laion/clap-htsat-unfused")
 )
+
+#: Task scoring how well audio matches a text prompt (the orchestrator's prompt-adherence gate).
+CLAP_TASK = "clap_similarity"
 
 PITCH_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
@@ -236,16 +242,13 @@ def load_clap(folder: Path, device: str) -> tuple[Any, int]:
     return (model, processor), int(size)
 
 
-def clap_tags(
-    bundle: tuple[Any, Any],
-    audio: np.ndarray,
-    sample_rate: int,
-    device: str,
-    *,
-    labels: Sequence[str] = TAG_LABELS,
-    top_k: int = 5,
-) -> list[dict[str, Any]]:
-    """Zero-shot tags: cosine similarity of CLAP audio and ``"This is a sound of <label>."`` embeddings."""
+def _clap_audio_embedding(
+    bundle: tuple[Any, Any], audio: np.ndarray, sample_rate: int, device: str
+) -> Any:
+    """``(1, dim)`` unit-norm CLAP audio embedding, averaged over up to six windows (~60 s).
+
+    ``audio``: ``(channels, frames)``; downmixed and resampled to the extractor's rate.
+    """
     import torch
 
     from app.engine import audio_io
@@ -260,10 +263,6 @@ def clap_tags(
     windows = [mono[0, i : i + win] for i in range(0, max(1, mono.shape[1] - win // 2), win)][:6]
     dev = c.torch_device(device)
     with torch.inference_mode():
-        text = processor.tokenizer(
-            [f"This is a sound of {lbl}." for lbl in labels], return_tensors="pt", padding=True
-        )
-        t_emb = model.get_text_features(**{k: v.to(dev) for k, v in text.items()})
         # the unfused checkpoint takes one mel channel; "fusion" input is for fused ones
         fused = bool(getattr(model.config.audio_config, "enable_fusion", False))
         aud = processor.feature_extractor(
@@ -273,13 +272,56 @@ def clap_tags(
             truncation="fusion" if fused else "rand_trunc",
         )
         a_emb = model.get_audio_features(**{k: v.to(dev) for k, v in aud.items()})
-        t_emb = getattr(t_emb, "pooler_output", t_emb)
         a_emb = getattr(a_emb, "pooler_output", a_emb)
-        t_emb = torch.nn.functional.normalize(t_emb.float(), dim=-1)
-        a_emb = torch.nn.functional.normalize(a_emb.float().mean(0, keepdim=True), dim=-1)
-        sims = (a_emb @ t_emb.T)[0].cpu().numpy()
+        return torch.nn.functional.normalize(a_emb.float().mean(0, keepdim=True), dim=-1)
+
+
+def _clap_text_embeddings(bundle: tuple[Any, Any], texts: Sequence[str], device: str) -> Any:
+    """``(len(texts), dim)`` unit-norm CLAP text embeddings."""
+    import torch
+
+    model, processor = bundle
+    dev = c.torch_device(device)
+    with torch.inference_mode():
+        text = processor.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True)
+        t_emb = model.get_text_features(**{k: v.to(dev) for k, v in text.items()})
+        t_emb = getattr(t_emb, "pooler_output", t_emb)
+        return torch.nn.functional.normalize(t_emb.float(), dim=-1)
+
+
+def clap_tags(
+    bundle: tuple[Any, Any],
+    audio: np.ndarray,
+    sample_rate: int,
+    device: str,
+    *,
+    labels: Sequence[str] = TAG_LABELS,
+    top_k: int = 5,
+) -> list[dict[str, Any]]:
+    """Zero-shot tags: cosine similarity of CLAP audio and ``"This is a sound of <label>."`` embeddings."""
+    t_emb = _clap_text_embeddings(bundle, [f"This is a sound of {lbl}." for lbl in labels], device)
+    a_emb = _clap_audio_embedding(bundle, audio, sample_rate, device)
+    sims = (a_emb @ t_emb.T)[0].cpu().numpy()
     order = np.argsort(-sims)[:top_k]
     return [{"tag": labels[i], "score": round(float(sims[i]), 4)} for i in order]
+
+
+def clap_similarity(
+    bundle: tuple[Any, Any], audio: np.ndarray, sample_rate: int, device: str, prompt: str
+) -> float:
+    """Cosine similarity (-1..1) of the CLAP embeddings of ``audio`` and the ``prompt`` text."""
+    t_emb = _clap_text_embeddings(bundle, [prompt], device)
+    a_emb = _clap_audio_embedding(bundle, audio, sample_rate, device)
+    return float(np.clip(float((a_emb @ t_emb.T)[0, 0]), -1.0, 1.0))
+
+
+def _load_clap_bundle(ctx: JobContext) -> tuple[Any, Any] | None:
+    """The cached CLAP ``(model, processor)``, or None when its weights are not installed."""
+    finder = ctx.find_weights or c.default_find_weights
+    folder = finder(CLAP)
+    if folder is None:
+        return None
+    return ctx.load_cached(f"clap:{folder}:{ctx.device}", lambda: load_clap(Path(folder), ctx.device))
 
 
 class MusicUnderstanding(Backend):
@@ -289,7 +331,14 @@ class MusicUnderstanding(Backend):
     slot = "musiclm"
     title = "Music understanding (analysis, Basic Pitch, CLAP)"
     capabilities = frozenset({"analysis"})
-    tasks = {"analyze": "analysis", "transcribe": "analysis"}  # noqa: RUF012 - read-only, as in Backend
+    #: ``clap_similarity`` (params ``{"prompt"}``, input ``audio``; metrics
+    #: ``{"clap_similarity": cosine in -1..1}``) needs the CLAP weights: it raises a clear
+    #: error without them, and the orchestrator only calls it once they are installed.
+    tasks = {  # noqa: RUF012 - read-only, as in Backend
+        "analyze": "analysis",
+        "transcribe": "analysis",
+        CLAP_TASK: "analysis",
+    }
     weights = (CLAP,)
     packages = ("librosa", "pretty_midi")
 
@@ -304,9 +353,10 @@ class MusicUnderstanding(Backend):
             and package_available("torch")
         )
         tags = (
-            f"tags: CLAP ({CLAP.repo_id})"
+            f"tags: CLAP ({CLAP.repo_id}), {CLAP_TASK} too"
             if have_clap
-            else f"tags off: {CLAP.repo_id} not installed (about {CLAP.size_bytes / 1e6:.0f} MB from {CLAP.url})"
+            else f"tags off: {CLAP.repo_id} not installed (about {CLAP.size_bytes / 1e6:.0f} MB from {CLAP.url}),"
+            f" {CLAP_TASK} too"
         )
         return BackendStatus(
             "ready", f"tempo, beats, key, chords, loudness ready; notes: {notes}; {tags}", CLAP
@@ -317,6 +367,8 @@ class MusicUnderstanding(Backend):
     ) -> BackendOutput:
         c.check_task(self, task)
         source = c.need_input(inputs)
+        if task == CLAP_TASK:
+            return self._clap_similarity(params, source, ctx)
         t0 = time.perf_counter()
         audio, sr = c.read_audio(source)
         mono = audio.mean(axis=0)
@@ -363,16 +415,12 @@ class MusicUnderstanding(Backend):
             outputs["midi"] = _write_midi_atomic(midi, ctx.work_dir / "notes.mid")
             metrics["notes"] = len(notes)
         if task == "analyze" and params.get("tags", True):
-            finder = ctx.find_weights or c.default_find_weights
-            folder = finder(CLAP)
-            if folder is None:
+            ctx.progress(0.8, "tagging with CLAP")
+            bundle = _load_clap_bundle(ctx)
+            if bundle is None:
                 report["tags"] = None
                 report["tags_detail"] = f"{CLAP.repo_id} not installed"
             else:
-                ctx.progress(0.8, "tagging with CLAP")
-                bundle = ctx.load_cached(
-                    f"clap:{folder}:{ctx.device}", lambda: load_clap(Path(folder), ctx.device)
-                )
                 report["tags"] = clap_tags(
                     bundle, audio, sr, ctx.device, top_k=c.param_int(params, "top_k", 5, 1, 30)
                 )
@@ -391,3 +439,25 @@ class MusicUnderstanding(Backend):
         metrics.update(c.timing_metrics(audio.shape[1] / sr, time.perf_counter() - t0, ctx.device))
         ctx.progress(1.0, "done")
         return BackendOutput(outputs, metrics)
+
+    def _clap_similarity(
+        self, params: Mapping[str, Any], source: Path, ctx: JobContext
+    ) -> BackendOutput:
+        prompt = params.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ParameterError(f"{CLAP_TASK} needs a non-empty text 'prompt'")
+        t0 = time.perf_counter()
+        ctx.progress(0.05, "loading CLAP")
+        bundle = _load_clap_bundle(ctx)
+        if bundle is None:
+            raise ProcessingError(
+                f"CLAP weights missing: {CLAP.repo_id} is not installed (about "
+                f"{CLAP.size_bytes / 1e6:.0f} MB from {CLAP.url}); {CLAP_TASK} needs them"
+            )
+        audio, sr = c.read_audio(source)
+        ctx.progress(0.4, "embedding audio and prompt with CLAP")
+        score = clap_similarity(bundle, audio, sr, ctx.device, prompt.strip())
+        metrics: dict[str, Any] = {"clap_similarity": round(score, 4)}
+        metrics.update(c.timing_metrics(audio.shape[1] / sr, time.perf_counter() - t0, ctx.device))
+        ctx.progress(1.0, "done")
+        return BackendOutput({}, metrics)

@@ -10,8 +10,10 @@ import pretty_midi
 import pytest
 import soundfile as sf
 
+from app.engine.errors import AmcError, ParameterError
 from app.models.backends.musiclm import (
     CLAP,
+    CLAP_TASK,
     NOTES_BASIC_PITCH,
     NOTES_DSP,
     MusicUnderstanding,
@@ -120,3 +122,32 @@ def test_clap_tags_when_weights_present(make_ctx, tmp_path: Path, find_weights) 
     assert [t["score"] for t in tags] == sorted((t["score"] for t in tags), reverse=True)
     assert len({t["tag"] for t in tags}) == 3 and out.metrics["tags"] == [t["tag"] for t in tags]
     assert "midi" not in out.outputs
+
+
+def test_clap_similarity_scores_the_prompt(make_ctx, tmp_path: Path) -> None:
+    assert CLAP_TASK == "clap_similarity" and CLAP_TASK in MusicUnderstanding.tasks
+    src = song(tmp_path / "song.wav")
+    ctx, rec = make_ctx()
+    backend = MusicUnderstanding()
+    scores = {}
+    for prompt in ("warm piano chords", "dark techno"):
+        out = backend.run(CLAP_TASK, {"prompt": prompt}, {"audio": src}, ctx)
+        value = out.metrics["clap_similarity"]
+        assert isinstance(value, float) and np.isfinite(value) and -1.0 <= value <= 1.0
+        assert out.outputs == {}
+        scores[prompt] = value
+    assert scores["warm piano chords"] != scores["dark techno"]
+    # deterministic: the same audio and prompt score the same
+    again = backend.run(CLAP_TASK, {"prompt": "dark techno"}, {"audio": src}, ctx)
+    assert again.metrics["clap_similarity"] == scores["dark techno"]
+    assert rec.calls[-1][0] == 1.0
+    with pytest.raises(ParameterError, match="prompt"):
+        backend.run(CLAP_TASK, {"prompt": "  "}, {"audio": src}, ctx)
+
+
+def test_clap_similarity_without_weights_is_a_clear_error(make_ctx, tmp_path: Path) -> None:
+    src = song(tmp_path / "song.wav")
+    ctx, _ = make_ctx()
+    ctx.find_weights = lambda spec: None
+    with pytest.raises(AmcError, match=f"CLAP weights missing: {CLAP.repo_id}"):
+        MusicUnderstanding().run(CLAP_TASK, {"prompt": "warm piano"}, {"audio": src}, ctx)
