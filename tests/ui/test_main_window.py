@@ -252,3 +252,25 @@ def test_clip_gain_is_heard_drawn_and_saved(window, qtbot, program_44k_30s):
     qtbot.waitUntil(lambda: engine_gain() == pytest.approx(-8.0), timeout=5000)
     window.set_clip_gain(tid, 99.0)
     assert window.project.track(tid).clip_gain_db == 24.0
+
+
+def test_model_chain_enhance_runs_in_the_worker_and_lands_as_a_track(window, qtbot, tmp_path):
+    """The chain panel's Enhance: the ACES slot in the model worker, progress, result as a new track."""
+    sr = 44100
+    rng = np.random.default_rng(3)
+    t = np.arange(sr * 4) / sr
+    x = 0.5 * np.sin(2 * np.pi * 220 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.5 * t)) + 0.01 * rng.standard_normal(t.size)
+    mix = tmp_path / "noisy.wav"
+    sf.write(mix, np.stack([x, x]).T.astype(np.float32), sr)
+    with qtbot.waitSignal(window.track_added, timeout=60_000):
+        window.open_paths([mix])
+    results: list[dict] = []
+    window.chain.result_ready.connect(lambda job, outputs, metrics, plan: results.append(outputs))
+    window._enhance_with_model()
+    rows = window.chain.job_rows()
+    assert rows, "the job shows in the jobs list"
+    qtbot.waitUntil(lambda: bool(results), timeout=180_000)
+    qtbot.waitUntil(lambda: len(window.project.tracks) == 2, timeout=60_000)
+    assert Path(results[0]["audio"]).is_file()
+    names = [tr.name for tr in window.project.tracks]
+    assert len(set(names)) == 2
