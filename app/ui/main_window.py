@@ -270,6 +270,7 @@ class MainWindow(QMainWindow):
         self._master_lufs: float | None = None
         self._midi_track_id: str | None = None
         self._chain_build: str | None = None
+        self._shown_frame = -1  # the playhead position last drawn
 
         self.setWindowTitle(config.APP_DISPLAY_NAME)
         self.setAcceptDrops(True)
@@ -601,12 +602,14 @@ class MainWindow(QMainWindow):
         snap = self.engine.snapshot()
         self.engine.collect()
         heard = max(0, snap.heard_frame)
-        seconds = heard / snap.sample_rate
-        self.waveform.set_playhead(seconds)
-        beats = seconds * self.project.tempo_bpm / 60.0
-        self.piano.set_playhead(beats)
-        self.time_label.setText(format_time(seconds))
-        self.beat_label.setText(f"{int(beats // 4) + 1}.{int(beats % 4) + 1}")
+        if heard != self._shown_frame:  # a stopped transport repaints nothing
+            self._shown_frame = heard
+            seconds = heard / snap.sample_rate
+            self.waveform.set_playhead(seconds)
+            beats = seconds * self.project.tempo_bpm / 60.0
+            self.piano.set_playhead(beats)
+            self.time_label.setText(format_time(seconds))
+            self.beat_label.setText(f"{int(beats // 4) + 1}.{int(beats % 4) + 1}")
         m = snap.meters
         self.meters.set_levels(m.sample_peak_dbfs, m.true_peak_dbtp, m.momentary_lufs, m.short_term_lufs, m.correlation)
         if snap.playing != getattr(self, "_shown_playing", None):
@@ -786,6 +789,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"{path.name}: {len(clips)} parts; {clip.name} is in the piano roll", 8000)
         if not self.project.tracks:
             self.project.tempo_bpm = clip.tempo_bpm
+            self._shown_frame = -1  # redraw bar.beat at the new tempo
         self._set_midi_clip(clip, name=path.stem)
         self._remember_recent(path)
 
@@ -1049,6 +1053,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{star}{self.project.name} — {config.APP_DISPLAY_NAME}")
 
     def _clear_session(self) -> None:
+        self._shown_frame = -1
         for tid in list(self.waveform.track_ids()):
             self.waveform.remove_track(tid)
         for t in list(self.project.tracks):
