@@ -45,6 +45,7 @@ class Settings:
     s3_endpoint_url: str = ""
     s3_access_key_id: str = ""
     s3_secret_access_key: str = ""
+    s3_session_token: str = ""
     s3_region: str = ""
     app_name: str = "AI Music Mastering API"
     debug: bool = False
@@ -75,6 +76,9 @@ class Settings:
             raise SettingsError("DATABASE_URL is required")
         if self.storage_provider == "s3" and not self.s3_bucket:
             raise SettingsError("STORAGE_PROVIDER=s3 needs AWS_S3_BUCKET")
+        s3_keys = (self.s3_access_key_id, self.s3_secret_access_key)
+        if self.storage_provider == "s3" and any(s3_keys) and not all(s3_keys):
+            raise SettingsError("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither")
         if self.job_backend == "celery" and not self.redis_url:
             raise SettingsError("JOB_BACKEND=celery needs REDIS_URL")
         key = self.secret_key
@@ -121,6 +125,7 @@ class Settings:
             s3_endpoint_url=env.get("S3_ENDPOINT_URL", ""),
             s3_access_key_id=env.get("AWS_ACCESS_KEY_ID", ""),
             s3_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY", ""),
+            s3_session_token=env.get("AWS_SESSION_TOKEN", ""),
             s3_region=env.get("AWS_REGION", ""),
             app_name=env.get("APP_NAME", "AI Music Mastering API"),
             debug=_bool(env.get("DEBUG", "false")),
