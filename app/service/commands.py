@@ -92,13 +92,95 @@ def cmd_whoami(args: argparse.Namespace) -> int:
     return 0
 
 
-@_account_call
+def _progress_bar(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from app.cli import ProgressBar
+
+    return ProgressBar(enabled=sys.stderr.isatty() and not getattr(args, "quiet", False))
+
+
+def _say_result(folder: str, r) -> None:  # type: ignore[no-untyped-def]
+    """One line per sync outcome (app.account.SyncResult), plus what the musician should know."""
+    media = f"{r.uploaded_blobs} media uploaded, {r.skipped_blobs} already there"
+    line = {
+        "pushed": f"{folder}: pushed as revision {r.revision} ({media})",
+        "pulled": f"{folder}: updated to revision {r.revision} from the server ({r.downloaded_blobs} media downloaded)",
+        "up_to_date": f"{folder}: up to date (revision {r.revision})",
+        "cloned": f"{folder}: revision {r.revision} downloaded ({r.downloaded_blobs} media)",
+        "kept_mine": f"{folder}: your version is revision {r.revision} ({media}); theirs stays in the server's history",
+        "kept_theirs": f"{folder}: now holds the server's revision {r.revision} ({r.downloaded_blobs} media downloaded)",
+        "kept_both": f"{folder}: your version is the new server project '{r.name}' (revision {r.revision}); "
+                     "theirs stays the original",
+    }.get(r.action, f"{folder}: {r.action}, revision {r.revision}")  # fmt: skip
+    print(line)
+    if r.backup is not None:
+        print(f"  your previous project.json was kept as {r.backup}")
+    if r.project_changed and r.action != "cloned":
+        print("  project.json changed: reopen the project if the Studio has it open")
+    for name in r.not_synced:
+        print(f"  not synced (the service refuses this file name; rename it): {name}")
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    r = _client(args).push_project(Path(args.project))
-    print(f"pushed {args.project} as revision {r.revision} "
-          f"({r.uploaded_blobs} media uploaded, {r.skipped_blobs} already there)")  # fmt: skip
+    from app.account import AccountError, SyncConflictError
+
+    bar = _progress_bar(args)
+    try:
+        r = _client(args).sync_project(Path(args.project), keep=args.keep, progress=bar)
+    except SyncConflictError as e:
+        bar.close()
+        print(f"amc sync: conflict: {args.project} changed here and on the server since the last sync "
+              f"(this copy is based on revision {e.base_revision}, the server has revision "
+              f"{e.head_revision}). Nothing was overwritten. Choose what to keep:\n"
+              f"  amc sync {args.project} --keep mine     push yours as the newest revision "
+              "(theirs stays in the server's history)\n"
+              f"  amc sync {args.project} --keep theirs   take the server's (yours is kept as "
+              "project.local-<time>.json)\n"
+              f"  amc sync {args.project} --keep both     push yours as a separate server project",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    except AccountError as e:
+        bar.close()
+        print(f"amc sync: {e}", file=sys.stderr)
+        return 1
+    bar.close()
+    _say_result(args.project, r)
+    return 0
+
+
+@_account_call
+def cmd_projects(args: argparse.Namespace) -> int:
+    rows = _client(args).list_projects()
+    if not rows:
+        print(f"no projects on this account at {args.server} yet: `amc sync FOLDER` uploads one")
+        return 0
+    print(f"{'ID':<32}  {'REVISION':>8}  {'UPDATED':<16}  NAME")
+    for p in rows:
+        updated = str(p["updated_at"]).replace("T", " ")[:16]
+        print(f"{p['id']:<32}  {p['head_revision']:>8}  {updated:<16}  {p['name']}")
+    return 0
+
+
+@_account_call
+def cmd_clone(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from app.account import AccountError
+
+    c = _client(args)
+    projects = c.list_projects()
+    match = [p for p in projects if args.project in (p["id"], p["name"])]
+    match.sort(key=lambda p: p["id"] != args.project)  # an id wins over a name
+    if not match:
+        message = f"no project {args.project!r} on this account: `amc projects` lists them"
+        raise AccountError(message, code="not_found")
+    bar = _progress_bar(args)
+    try:
+        r = c.clone_project(match[0]["id"], Path(args.dest), revision=args.revision, progress=bar)
+    finally:
+        bar.close()
+    _say_result(args.dest, r)
     return 0
 
 
@@ -132,6 +214,23 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p.set_defaults(func=cmd_login)
     account_parser("logout", "sign out (revokes the sign-in on the server)").set_defaults(func=cmd_logout)
     account_parser("whoami", "show the signed-in account, tier and usage").set_defaults(func=cmd_whoami)
-    p = account_parser("sync", "push a project folder (Name.amcproj) to the account service")
+    p = account_parser("sync", "two-way sync of a project folder (Name.amcproj) with the service")
+    p.description = ("Push local changes, or bring the server's newer revision down (fast-forward). When "
+                     "both changed, nothing is overwritten: amc says so (exit 1) and --keep decides.")  # fmt: skip
     p.add_argument("project", help="the project folder")
+    p.add_argument("--keep", choices=["mine", "theirs", "both"], default=None,
+                   help="on a conflict: mine = push yours on top (theirs stays in the history); theirs = take "
+                        "the server's (yours kept as project.local-<time>.json); both = push yours as a "
+                        "separate server project")  # fmt: skip
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sync)
+    account_parser("projects", "list the projects on the account (id, revision, last update, name)"
+                   ).set_defaults(func=cmd_projects)  # fmt: skip
+    p = account_parser("clone", "download a server project into a new folder (a second machine)")
+    p.add_argument("project", metavar="PROJECT",
+                   help="the project's id (or its exact name; see `amc projects`)")  # fmt: skip
+    p.add_argument("dest", metavar="DEST", help="a new (or empty) folder, e.g. Song.amcproj")
+    p.add_argument("--revision", type=int, default=None, metavar="N",
+                   help="an older revision (default: newest)")  # fmt: skip
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_clone)

@@ -1,12 +1,15 @@
 """Account: sign in to the account service (on this computer or remote), see tier and quota,
-sync the open project; and the status-bar label that opens it.
+sync the open project both ways, download the account's projects; and the status-bar label
+that opens it.
 
 Every network call runs on a :class:`TaskRunner` thread (``requests`` blocks); the UI thread
 only builds widgets and reacts to results. Failures come back as :class:`_Failure` values
 (never exceptions across threads) and are shown in the dialog in words a musician can act on.
 
-Sync pushes with :meth:`app.account.AccountClient.push_project` (only missing blobs travel).
-A stale base revision is a 409: the dialog never overwrites, it offers
+*Sync now* runs :meth:`app.account.AccountClient.sync_project` with a progress bar: changes
+made here are pushed (only missing blobs travel), changes made on another machine come down
+(fast-forward; the main window reopens the project). When both changed, nothing is
+overwritten: the dialog offers (:meth:`~app.account.AccountClient.resolve_conflict`)
 
 * **Keep mine**: push this copy on top of the server's head (their revision stays in the
   server's history);
@@ -14,18 +17,15 @@ A stale base revision is a 409: the dialog never overwrites, it offers
   is kept beside it as ``project.local-<time>.json``) — the main window must reload;
 * **Keep both**: push this copy as a new server project "<name> (conflict copy …)" and link
   the folder to it; theirs stays the head of the original project.
+
+*Projects on this account* lists the server projects; *Download…* clones one into a new
+folder (:meth:`~app.account.AccountClient.clone_project`) and offers to open it
+(``open_requested``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import os
-import shutil
-import socket
-import tempfile
-import time
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +36,12 @@ import requests
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QButtonGroup,
     QCheckBox,
     QDialog,
     QDialogButtonBox,
+    QFileDialog,
     QFormLayout,
     QFrame,
     QGridLayout,
@@ -52,6 +54,8 @@ from PySide6.QtWidgets import (
     QRadioButton,
     QSizePolicy,
     QStackedWidget,
+    QTreeWidget,
+    QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -62,6 +66,7 @@ from app.account import (
     NotSignedInError,
     OfflineError,
     SyncConflictError,
+    SyncResult,
 )
 from app.ui import theme
 from app.ui.tasks import TaskRunner
@@ -70,7 +75,6 @@ __all__ = ["AccountDialog", "AccountStatusWidget", "status_text"]
 
 KIND_EMBEDDED = "embedded"
 KIND_REMOTE = "remote"
-_SYNC_STATE = ".amcsync.json"  # written by app.account.push_project
 _EMBEDDED_NAME = "the account service on this computer"
 _ERROR = theme.METER_RED
 _OK = theme.METER_GREEN
@@ -113,22 +117,6 @@ def check_remote_url(text: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("enter the service address as https://host (or http://host:port)")
     return url
-
-
-class _ReportingSession(requests.Session):
-    """A requests session that tells ``report(method, url)`` before every request: how the
-    dialog shows push progress without a progress hook in app.account. ``report`` may raise
-    (``Cancelled``) to stop a push between requests; nothing half-written reaches the server
-    because the revision is posted last."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.report: Any = None
-
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        if self.report is not None:
-            self.report(str(method), str(url))
-        return super().request(method, url, *args, **kwargs)
 
 
 def _guard(fn: Any) -> Any:
@@ -186,67 +174,31 @@ def _server_url(kind: str, remote_url: str) -> str:
     return check_remote_url(remote_url)
 
 
-def _account_info(client: AccountClient, kind: str) -> dict[str, Any]:
-    return {"server": client.server, "kind": kind, "user": client.whoami(), "usage": client.usage()}
+def _account_info(client: AccountClient, kind: str, *, projects: bool = False) -> dict[str, Any]:
+    info = {"server": client.server, "kind": kind, "user": client.whoami(), "usage": client.usage()}
+    if projects:
+        info["projects"] = client.list_projects()
+    return info
 
 
-# ---------------------------------------------------------------------------- pull (keep theirs)
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _result_dict(r: SyncResult, client: AccountClient, kind: str) -> dict[str, Any]:
+    """A sync outcome as the ``synced`` signal carries it (see :class:`AccountDialog`)."""
+    return {"action": r.action, "folder": str(r.folder), "project_id": r.project_id, "revision": r.revision,
+            "uploaded_blobs": r.uploaded_blobs, "skipped_blobs": r.skipped_blobs,
+            "downloaded_blobs": r.downloaded_blobs, "reload": r.project_changed, "name": r.name,
+            "backup": str(r.backup) if r.backup else None, "not_synced": list(r.not_synced),
+            "usage": client.usage(), "projects": client.list_projects(), "kind": kind}  # fmt: skip
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _pull_revision(client: AccountClient, folder: Path, project_id: str, number: int, progress: Any) -> int:
-    """Make ``folder`` revision ``number`` of ``project_id``: download the media it lacks,
-    keep this copy's project.json beside it, write theirs. Returns how many blobs came down.
-
-    GAP: app.account has no pull yet; this uses AccountClient._call (auth + one refresh) and
-    belongs in app.account as ``pull_project``."""
-    rev = client._call("GET", f"/api/v1/sync/projects/{project_id}/revisions/{number}").json()
-    root = folder.resolve()
-    media: dict[str, str] = dict(rev.get("media") or {})
-    downloaded = 0
-    for i, (name, sha) in enumerate(sorted(media.items())):
-        progress(0.1 + 0.8 * i / max(1, len(media)), f"media {i + 1}/{len(media)}")
-        dest = (folder / name).resolve()
-        if root not in dest.parents:
-            raise ValueError(f"the server's revision names media outside the project: {name!r}")
-        if dest.is_file() and _sha256(dest) == sha:
-            continue
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.download")
-        r = client._call("GET", f"/api/v1/sync/blobs/{sha}", stream=True)
-        h = hashlib.sha256()
-        with open(tmp, "wb") as f:
-            for chunk in r.iter_content(1 << 20):
-                h.update(chunk)
-                f.write(chunk)
-        if h.hexdigest() != sha:
-            tmp.unlink(missing_ok=True)
-            raise ValueError(f"the download of {name} does not match its SHA-256; nothing was changed")
-        os.replace(tmp, dest)
-        downloaded += 1
-    mine = folder / "project.json"
-    if mine.exists():
-        shutil.copy2(mine, folder / f"project.local-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    _atomic_write(mine, (json.dumps(rev["project"], indent=2) + "\n").encode())
-    state_path = folder / _SYNC_STATE
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    state.update({"server": client.server, "project_id": project_id, "revision": int(rev["number"])})
-    _atomic_write(state_path, json.dumps(state).encode())
-    return downloaded
+def download_folder(parent: Path, name: str) -> Path:
+    """A new folder under ``parent`` for the server project ``name``: characters a file system
+    refuses replaced, ``.amcproj`` added, `` (2)``, `` (3)``... when the name is taken."""
+    safe = re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", name).strip(" .") or "Project"
+    stem = safe[: -len(".amcproj")] if safe.endswith(".amcproj") else safe
+    candidate, k = parent / f"{stem}.amcproj", 2
+    while candidate.exists():
+        candidate, k = parent / f"{stem} ({k}).amcproj", k + 1
+    return candidate
 
 
 # ---------------------------------------------------------------------------- status-bar widget
@@ -314,10 +266,13 @@ class AccountDialog(QDialog):
     """Sign in (or create an account) on this computer's service or a remote one; show
     tier, today's usage and storage; sign out; sync ``project_folder``.
 
-    Signals: ``signed_in(info)`` with ``{"server", "kind", "user", "usage"}``;
-    ``signed_out()``; ``synced(result)`` with ``{"action": "pushed"|"kept_mine"|"kept_theirs"|
-    "kept_both", "folder", "project_id", "revision", "uploaded_blobs", "skipped_blobs",
-    "reload" (True when project.json on disk changed: reopen it), "usage"}``.
+    Signals: ``signed_in(info)`` with ``{"server", "kind", "user", "usage", "projects"}``;
+    ``signed_out()``; ``synced(result)`` with ``{"action": "pushed"|"pulled"|"up_to_date"|
+    "kept_mine"|"kept_theirs"|"kept_both", "folder", "project_id", "revision", "uploaded_blobs",
+    "skipped_blobs", "downloaded_blobs", "reload" (True when project.json on disk changed: reopen
+    it), "backup" (where unsynced local edits were kept, or None), "name", "usage", "projects"}``;
+    ``downloaded(result)`` (same keys, ``action="cloned"``) when *Download…* made a new folder;
+    ``open_requested(folder)`` when the musician asks to open a downloaded project.
     ``before_sync`` (optional) is called on the UI thread when *Sync now* is pressed, before
     anything is read: the main window saves the open project there and returns its folder
     (sync pushes what is on disk), or None to cancel the sync.
@@ -327,6 +282,8 @@ class AccountDialog(QDialog):
     signed_in = Signal(dict)
     signed_out = Signal()
     synced = Signal(dict)
+    downloaded = Signal(dict)
+    open_requested = Signal(str)
 
     def __init__(self, parent: QWidget | None = None, *, project_folder: Path | None = None,
                  before_sync: Callable[[], Path | None] | None = None) -> None:  # fmt: skip
@@ -341,8 +298,10 @@ class AccountDialog(QDialog):
         self.tasks.cancelled.connect(self._on_cancelled)
         self.tasks.progress.connect(self._on_progress)
         self._pending: dict[str, Any] = {}  # task id -> UI-thread continuation
+        self._bars: dict[str, QProgressBar] = {}  # task id -> the progress bar it drives
         self._client: AccountClient | None = None
-        self._session = _ReportingSession()
+        self._session = requests.Session()  # one connection pool for the dialog's jobs
+        self._downloaded_folder: Path | None = None
         self.info: dict[str, Any] | None = None
         self._conflict: dict[str, Any] | None = None
         self._settings = QSettings()
@@ -525,6 +484,7 @@ class AccountDialog(QDialog):
         self.conflict_box.hide()
         s.addWidget(self.conflict_box)
         v.addWidget(sync)
+        v.addWidget(self._build_projects())
 
         self.sign_out_button.clicked.connect(self._sign_out)
         self.sync_button.clicked.connect(self._sync)
@@ -532,6 +492,57 @@ class AccountDialog(QDialog):
         self.keep_theirs_button.clicked.connect(lambda: self._resolve("theirs"))
         self.keep_both_button.clicked.connect(lambda: self._resolve("both"))
         return page
+
+    def _build_projects(self) -> QWidget:
+        box = QGroupBox("Projects on this account")
+        v = QVBoxLayout(box)
+        v.setContentsMargins(10, 8, 10, 10)
+        self.projects_list = QTreeWidget()
+        self.projects_list.setHeaderLabels(["Project", "Revision", "Updated"])
+        self.projects_list.setRootIsDecorated(False)
+        self.projects_list.setUniformRowHeights(True)
+        self.projects_list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        header = self.projects_list.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, header.ResizeMode.Stretch)
+        for col in (1, 2):
+            header.setSectionResizeMode(col, header.ResizeMode.ResizeToContents)
+        self.projects_list.setFixedHeight(118)  # about five rows; it scrolls beyond
+        self.projects_list.setToolTip("Your projects on the account service, e.g. from elsewhere")
+        v.addWidget(self.projects_list)
+        row = QHBoxLayout()
+        self.projects_label = QLabel()
+        self.projects_label.setStyleSheet(f"color: {theme.TEXT_DIM};")
+        self.projects_label.setWordWrap(True)
+        row.addWidget(self.projects_label, 1)
+        self.refresh_projects_button = QPushButton("Refresh")
+        self.download_button = QPushButton("Download…")
+        self.download_button.setToolTip("Download the selected project into a new folder here")
+        row.addWidget(self.refresh_projects_button)
+        row.addWidget(self.download_button)
+        v.addLayout(row)
+        self.download_progress = QProgressBar()
+        self.download_progress.setRange(0, 1000)
+        self.download_progress.hide()
+        v.addWidget(self.download_progress)
+        done = QHBoxLayout()
+        self.download_result = QLabel()
+        self.download_result.setWordWrap(True)
+        self.download_result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.download_result.hide()
+        done.addWidget(self.download_result, 1)
+        self.open_download_button = QPushButton("Open it")
+        self.open_download_button.setProperty("primary", True)
+        self.open_download_button.hide()
+        done.addWidget(self.open_download_button, 0, Qt.AlignmentFlag.AlignTop)
+        v.addLayout(done)
+        self.refresh_projects_button.clicked.connect(self._refresh_projects)
+        self.download_button.clicked.connect(self._download)
+        self.projects_list.itemDoubleClicked.connect(lambda *_: self._download())
+        self.projects_list.itemSelectionChanged.connect(self._update_download_enabled)
+        self.open_download_button.clicked.connect(self._open_downloaded)
+        self._show_projects([])
+        return box
 
     # ------------------------------------------------------------------ small UI helpers
     @property
@@ -549,16 +560,39 @@ class AccountDialog(QDialog):
             policy = QSizePolicy.Policy.Preferred if i == index else QSizePolicy.Policy.Ignored
             self.pages.widget(i).setSizePolicy(policy, policy)
         self.pages.setCurrentIndex(index)
+        self._fit()
+
+    def _fit(self) -> None:
+        """Grow to fit the page shown. QStackedWidget ignores height-for-width, so wrapped labels
+        (the conflict question, a download's path) would be clipped: ask the page's layout."""
+        page = self.pages.currentWidget()
+        layout = page.layout() if page is not None else None
+        width = max(self.pages.width(), self.minimumWidth() - 32)
+        height = -1
+        if layout is not None and layout.hasHeightForWidth():
+            height = layout.totalHeightForWidth(width)
+        self.pages.setMinimumHeight(max(0, height))
         self.pages.adjustSize()
         self.adjustSize()
 
     def _set_busy(self, busy: bool) -> None:
         self.busy.setVisible(busy)
         for w in (self.sign_in_button, self.sign_out_button, self.sync_button, self.keep_mine_button,
-                  self.keep_theirs_button, self.keep_both_button, self.server_box):  # fmt: skip
+                  self.keep_theirs_button, self.keep_both_button, self.server_box,
+                  self.refresh_projects_button, self.download_button):  # fmt: skip
             w.setEnabled(not busy)
         if not busy:
             self._update_sync_enabled()
+            self._update_download_enabled()
+
+    def _update_download_enabled(self) -> None:
+        chosen = bool(self.projects_list.selectedItems())
+        self.download_button.setEnabled(chosen and not self.tasks.active())
+
+    def set_project_folder(self, folder: Path | None) -> None:
+        """The project *Sync now* syncs (the main window calls this after opening another one)."""
+        self.project_folder = Path(folder) if folder else None
+        self._update_sync_enabled()
 
     def _update_sync_enabled(self) -> None:
         ok = self.project_folder is not None and (self.project_folder / "project.json").is_file()
@@ -583,15 +617,29 @@ class AccountDialog(QDialog):
         self.username_edit.setVisible(create)
         self.sign_in_button.setText("Create account" if create else "Sign in")
 
-    def _submit(self, name: str, fn: Any, then: Any, **kwargs: Any) -> None:
-        """Run ``fn(**kwargs, progress=...)`` in the background; ``then(result)`` on the UI thread."""
+    def _submit(
+        self, name: str, fn: Any, then: Any, *, bar: QProgressBar | None = None, **kwargs: Any
+    ) -> None:
+        """Run ``fn(**kwargs, progress=...)`` in the background; ``then(result)`` on the UI thread;
+        ``bar`` (shown from 0) follows the job's progress."""
         self._set_busy(True)
         handle = self.tasks.submit(name, _guard(fn), **kwargs)
         self._pending[handle.task_id] = then
+        if bar is not None:
+            bar.setValue(0)
+            bar.setFormat("%p%")
+            bar.show()
+            self._bars[handle.task_id] = bar
+
+    def _end(self, task_id: str) -> None:
+        bar = self._bars.pop(task_id, None)
+        if bar is not None:
+            bar.hide()
+        self._set_busy(False)
 
     def _on_finished(self, task_id: str, result: Any) -> None:
         then = self._pending.pop(task_id, None)
-        self._set_busy(False)
+        self._end(task_id)
         if isinstance(result, _Failure):
             self._show_failure(result)
         elif then is not None:
@@ -599,21 +647,20 @@ class AccountDialog(QDialog):
 
     def _on_failed(self, task_id: str, message: str, _details: str) -> None:
         self._pending.pop(task_id, None)
-        self._set_busy(False)
-        self.sync_progress.hide()
+        self._end(task_id)
         self._say(f"Something went wrong: {message}", error=True)
 
     def _on_cancelled(self, task_id: str) -> None:
         self._pending.pop(task_id, None)
-        self._set_busy(False)
+        self._end(task_id)
 
-    def _on_progress(self, _task_id: str, fraction: float, message: str) -> None:
-        if self.sync_progress.isVisible():
-            self.sync_progress.setValue(int(fraction * 1000))
-            self.sync_progress.setFormat(f"{message}  %p%" if message else "%p%")
+    def _on_progress(self, task_id: str, fraction: float, message: str) -> None:
+        bar = self._bars.get(task_id)
+        if bar is not None:
+            bar.setValue(int(fraction * 1000))
+            bar.setFormat(f"{message}  %p%" if message else "%p%")
 
     def _show_failure(self, f: _Failure) -> None:
-        self.sync_progress.hide()
         self._say(f.message, error=True)
         if f.kind == "signed_out" and self.info is not None:
             self.info = None
@@ -636,7 +683,7 @@ class AccountDialog(QDialog):
                 # Nothing to sign in with: still say whether the service answers.
                 session.get(server + "/health", timeout=10).raise_for_status()
                 return {"server": server, "kind": kind, "user": None, "_client": client}
-            return {**_account_info(client, kind), "_client": client}
+            return {**_account_info(client, kind, projects=True), "_client": client}
 
         self._say("Connecting…")
         self._submit("account: connect", job, self._on_session, kind=self.kind, url=self.url_edit.text(),
@@ -689,7 +736,7 @@ class AccountDialog(QDialog):
             if create:
                 client.register(email, username, password, "")
             client.login(email, password)
-            return {**_account_info(client, kind), "_client": client}
+            return {**_account_info(client, kind, projects=True), "_client": client}
 
         self._say("Creating your account…" if create else "Signing in…")
         self._submit("account: sign in", job, self._on_signed_in, server=self._display_server())
@@ -710,6 +757,8 @@ class AccountDialog(QDialog):
         self.username_value.setText(f"{user.get('username', '')} · on {where}")
         self.tier_label.setText(str(usage.get("tier") or user.get("tier", "")).upper())
         self._show_usage(usage)
+        if "projects" in info:
+            self._show_projects(info["projects"])
         self._show_page(1)
         self.server_box.setEnabled(False)  # sign out to change the service
         self._update_sync_enabled()
@@ -747,6 +796,9 @@ class AccountDialog(QDialog):
         self.info = None
         self.conflict_box.hide()
         self.sync_result.clear()
+        self._show_projects([])
+        self.download_result.hide()
+        self.open_download_button.hide()
         self._show_page(0)
         self.server_box.setEnabled(True)
         self._say("Signed out." if revoked else "Signed out on this computer (the service could not be "
@@ -759,9 +811,6 @@ class AccountDialog(QDialog):
             return None
         self.conflict_box.hide()
         self.sync_result.clear()
-        self.sync_progress.setValue(0)
-        self.sync_progress.setFormat("%p%")
-        self.sync_progress.show()
         return self._client, self.project_folder
 
     def _sync(self) -> None:
@@ -775,100 +824,151 @@ class AccountDialog(QDialog):
         if setup is None:
             return
         client, folder = setup
-        session = self._session
         kind = self.kind
 
         def job(*, server: str, progress: Any) -> dict[str, Any]:
-            with _reporting(session, folder, progress):
-                try:
-                    r = client.push_project(folder)
-                except SyncConflictError as e:
-                    return {"conflict": True, "base": int(e.body.get("base_revision", 0)),
-                            "head": int(e.body.get("head_revision", 0))}  # fmt: skip
-            progress(1.0, "done")
-            return {"action": "pushed", "folder": str(folder), "project_id": r.project_id, "revision": r.revision,
-                    "uploaded_blobs": r.uploaded_blobs, "skipped_blobs": r.skipped_blobs, "reload": False,
-                    "usage": client.usage(), "kind": kind}  # fmt: skip
+            try:
+                r = client.sync_project(folder, progress=progress)
+            except SyncConflictError as e:
+                return {"conflict": True, "base": e.base_revision, "head": e.head_revision}
+            return _result_dict(r, client, kind)
 
         self._say(f"Syncing {folder.name}…")
-        self._submit("account: sync", job, self._on_synced, server=self._server_name(client))
+        self._submit("account: sync", job, self._on_synced, bar=self.sync_progress,
+                     server=self._server_name(client))  # fmt: skip
 
     def _on_synced(self, result: dict[str, Any]) -> None:
-        self.sync_progress.hide()
         if result.get("conflict"):
             self._conflict = result
             self.conflict_label.setText(
-                f"<b>This project changed on the server</b> since this copy last synced (this copy is based on "
-                f"revision {result['base']}, the server has revision {result['head']}). Nothing was overwritten. "
-                "Which version do you want to keep?")  # fmt: skip
+                f"<b>This project changed here and on the server</b> since this copy last synced (this copy is "
+                f"based on revision {result['base']}, the server has revision {result['head']}). Nothing was "
+                "overwritten. Which version do you want to keep?")  # fmt: skip
             self.conflict_box.show()
+            self._fit()
             self._say("Sync conflict: choose a version below.", error=True)
             return
         self._conflict = None
         self.conflict_box.hide()
         action = result["action"]
+        up, there = result["uploaded_blobs"], result["skipped_blobs"]
+        media = f"{up} media uploaded, {there} already there"
         text = {
-            "pushed": f"Revision {result['revision']} is on the server ({result['uploaded_blobs']} media uploaded, "
-                      f"{result['skipped_blobs']} already there).",
+            "pushed": f"Revision {result['revision']} is on the server ({media}).",
+            "pulled": f"Updated to revision {result['revision']} from the server "
+                      f"({result['downloaded_blobs']} media downloaded).",
+            "up_to_date": f"Up to date: this copy is revision {result['revision']} on the server.",
             "kept_mine": f"Your version is revision {result['revision']}; theirs stays in the server's history.",
             "kept_theirs": f"This folder now holds revision {result['revision']} from the server "
-                           f"({result.get('downloaded_blobs', 0)} media downloaded; your project.json was kept "
-                           "beside it). Reopen the project to see it.",
+                           f"({result['downloaded_blobs']} media downloaded).",
             "kept_both": f"Your version is now the server project “{result.get('name', '')}”; theirs stays as "
                          f"the original. This folder syncs with the copy from now on.",
         }[action]  # fmt: skip
+        if result.get("backup"):
+            text += f" Your unsynced project.json was kept as {Path(result['backup']).name}."
+        if result.get("not_synced"):
+            text += f" Not synced (rename them): {', '.join(result['not_synced'])}."
         self.sync_result.setText(text)
+        self._fit()
         self._say(f"Synced {Path(result['folder']).name}.", ok=True)
         if result.get("usage") and self.info is not None:
             self.info = {**self.info, "usage": result["usage"]}
             self._show_usage(result["usage"])
+        if "projects" in result:
+            self._show_projects(result["projects"])
         self.synced.emit(result)
 
     def _resolve(self, choice: str) -> None:
-        conflict = self._conflict
         setup = self._sync_job_setup()
-        if setup is None or conflict is None:
+        if setup is None or self._conflict is None:
             return
         client, folder = setup
-        session = self._session
         kind = self.kind
 
         def job(*, server: str, progress: Any) -> dict[str, Any]:
-            head = int(conflict["head"])
-            state_path = folder / _SYNC_STATE
-            state = json.loads(state_path.read_text())
-            extra: dict[str, Any] = {"reload": False}
-            if choice == "theirs":
-                extra["downloaded_blobs"] = _pull_revision(client, folder, state["project_id"], head, progress)
-                extra.update(reload=True, project_id=state["project_id"], revision=head, action="kept_theirs",
-                             uploaded_blobs=0, skipped_blobs=0)  # fmt: skip
-            else:
-                with _reporting(session, folder, progress):
-                    try:
-                        if choice == "mine":
-                            # Explicitly chosen by the musician: build on the server's head. Any
-                            # failure puts the old base back, so a later plain sync still conflicts.
-                            _atomic_write(state_path, json.dumps({**state, "revision": head}).encode())
-                            try:
-                                r = client.push_project(folder)
-                            except BaseException:
-                                _atomic_write(state_path, json.dumps(state).encode())
-                                raise
-                            extra["action"] = "kept_mine"
-                        else:
-                            r, name = _push_conflict_copy(client, folder)
-                            extra.update(action="kept_both", name=name)
-                    except SyncConflictError as e:  # someone pushed again meanwhile
-                        return {"conflict": True, "base": int(e.body.get("base_revision", 0)),
-                                "head": int(e.body.get("head_revision", 0))}  # fmt: skip
-                extra.update(project_id=r.project_id, revision=r.revision, uploaded_blobs=r.uploaded_blobs,
-                             skipped_blobs=r.skipped_blobs)  # fmt: skip
-            progress(1.0, "done")
-            return {"folder": str(folder), "usage": client.usage(), "kind": kind, **extra}
+            try:
+                r = client.resolve_conflict(folder, choice, progress=progress)  # type: ignore[arg-type]
+            except SyncConflictError as e:  # someone pushed again meanwhile
+                return {"conflict": True, "base": e.base_revision, "head": e.head_revision}
+            return _result_dict(r, client, kind)
 
         self._say({"mine": "Keeping your version…", "theirs": "Downloading the server's version…",
                    "both": "Keeping both versions…"}[choice])  # fmt: skip
-        self._submit(f"account: keep {choice}", job, self._on_synced, server=self._server_name(client))
+        self._submit(f"account: keep {choice}", job, self._on_synced, bar=self.sync_progress,
+                     server=self._server_name(client))  # fmt: skip
+
+    # ------------------------------------------------------------------ projects on the account
+    def _show_projects(self, projects: list[dict[str, Any]]) -> None:
+        items = self.projects_list.selectedItems()
+        selected = [i.data(0, Qt.ItemDataRole.UserRole)["id"] for i in items]
+        self.projects_list.clear()
+        for p in projects:
+            updated = str(p.get("updated_at", "")).replace("T", " ")[:16]
+            item = QTreeWidgetItem([str(p["name"]), str(p["head_revision"]), updated])
+            item.setData(0, Qt.ItemDataRole.UserRole, p)
+            item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.projects_list.addTopLevelItem(item)
+            item.setSelected(p["id"] in selected)
+        self.projects_label.setText(f"{len(projects)} project{'s' if len(projects) != 1 else ''}" if projects
+                                    else "No projects on this account yet: Sync now uploads the open one.")  # fmt: skip
+        self._update_download_enabled()
+
+    def _refresh_projects(self) -> None:
+        client = self._client
+        if client is None:
+            return
+
+        def job(*, server: str, progress: Any) -> list[dict[str, Any]]:
+            return client.list_projects()
+
+        self._say("Looking up your projects…")
+        self._submit("account: projects", job, self._on_projects, server=self._server_name(client))
+
+    def _on_projects(self, projects: list[dict[str, Any]]) -> None:
+        self._show_projects(projects)
+        n = len(projects)
+        self._say(f"{n} project{'s' if n != 1 else ''} on this account.", ok=True)
+
+    def _download(self) -> None:
+        client, items = self._client, self.projects_list.selectedItems()
+        if client is None or not items or self.tasks.active():
+            return
+        project = dict(items[0].data(0, Qt.ItemDataRole.UserRole))
+        from app import config
+
+        parent = QFileDialog.getExistingDirectory(self, f"Download “{project['name']}” into which folder?",
+                                                  str(config.projects_dir()))  # fmt: skip
+        if not parent:
+            return
+        dest = download_folder(Path(parent), str(project["name"]))
+        kind = self.kind
+
+        def job(*, server: str, progress: Any) -> dict[str, Any]:
+            r = client.clone_project(str(project["id"]), dest, progress=progress)
+            return {**_result_dict(r, client, kind), "name": str(project["name"])}
+
+        self.download_result.hide()
+        self.open_download_button.hide()
+        self._say(f"Downloading {project['name']}…")
+        self._submit("account: download", job, self._on_downloaded, bar=self.download_progress,
+                     server=self._server_name(client))  # fmt: skip
+
+    def _on_downloaded(self, result: dict[str, Any]) -> None:
+        self._downloaded_folder = Path(result["folder"])
+        self.download_result.setText(f"“{result['name']}” (revision {result['revision']}, "
+                                     f"{result['downloaded_blobs']} media) is in {result['folder']}.")  # fmt: skip
+        self.download_result.show()
+        self.open_download_button.show()
+        self._fit()
+        self._say(f"Downloaded {result['name']}.", ok=True)
+        if result.get("usage") and self.info is not None:
+            self.info = {**self.info, "usage": result["usage"]}
+            self._show_usage(result["usage"])
+        self.downloaded.emit(result)
+
+    def _open_downloaded(self) -> None:
+        if self._downloaded_folder is not None:
+            self.open_requested.emit(str(self._downloaded_folder))
 
     # ------------------------------------------------------------------ lifetime
     def done(self, result: int) -> None:
@@ -876,53 +976,3 @@ class AccountDialog(QDialog):
         for h in self.tasks.active():
             h.cancel()
         super().done(result)
-
-
-@contextlib.contextmanager
-def _reporting(session: _ReportingSession, folder: Path, progress: Any) -> Any:
-    """Turn the requests of one push into progress: HEAD/PUT per media file, then the revision."""
-    media = folder / "media"
-    total = sum(1 for f in media.rglob("*") if f.is_file()) if media.is_dir() else 0
-    seen: set[str] = set()
-
-    def report(method: str, url: str) -> None:
-        if "/sync/blobs/" in url:
-            sha = url.rsplit("/", 1)[-1]
-            seen.add(sha)
-            verb = "uploading" if method.upper() == "PUT" else "checking"
-            progress(0.05 + 0.85 * (len(seen) - (0 if verb == "uploading" else 1)) / max(1, total),
-                     f"{verb} media {len(seen)}/{total}")  # fmt: skip
-        elif url.endswith("/revisions"):
-            progress(0.92, "saving the revision")
-        else:
-            progress(0.02, "connecting")
-
-    session.report = report
-    try:
-        yield
-    finally:
-        session.report = None
-
-
-def _push_conflict_copy(client: AccountClient, folder: Path) -> tuple[Any, str]:
-    """Push ``folder`` as a new server project named "<name> (conflict copy <host> <time>)",
-    then link ``folder`` to it. Media are linked, not copied, into a temporary folder."""
-    stamp = time.strftime("%Y-%m-%d %H.%M")
-    name = f"{folder.stem} (conflict copy {socket.gethostname()} {stamp}){folder.suffix}"
-    with tempfile.TemporaryDirectory(prefix="amc-conflict-") as tmp:
-        copy = Path(tmp) / name
-        (copy / "media").mkdir(parents=True)
-        shutil.copy2(folder / "project.json", copy / "project.json")
-        media = folder / "media"
-        for f in media.rglob("*") if media.is_dir() else []:
-            if f.is_file():
-                dest = copy / f.relative_to(folder)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.symlink(f.resolve(), dest)
-                except OSError:  # no symlinks (Windows without the privilege): copy
-                    shutil.copy2(f, dest)
-        r = client.push_project(copy)
-        _atomic_write(folder / _SYNC_STATE, (copy / _SYNC_STATE).read_bytes())
-    return r, name
-

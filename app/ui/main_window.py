@@ -1251,6 +1251,7 @@ class MainWindow(QMainWindow):
         dlg.signed_in.connect(self.status_account.set_account)
         dlg.signed_out.connect(lambda: self.status_account.set_account(None))
         dlg.synced.connect(self._on_synced)
+        dlg.open_requested.connect(lambda folder, d=dlg: self._open_downloaded(d, Path(folder)))
         dlg.open()
 
     def _save_for_sync(self) -> Path | None:
@@ -1263,8 +1264,14 @@ class MainWindow(QMainWindow):
 
     def _on_synced(self, result: dict) -> None:
         self.status_account.update_usage(result.get("usage"))
-        if result.get("reload"):  # "keep theirs" rewrote project.json on disk
+        if result.get("reload"):  # a pull (or "keep theirs") rewrote project.json on disk
             self.open_project(Path(result["folder"]))
+
+    def _open_downloaded(self, dlg: AccountDialog, folder: Path) -> None:
+        """The account dialog downloaded a project and the musician asked to open it."""
+        if self._confirm_discard():
+            self.open_project(folder)
+            dlg.set_project_folder(self.project_folder)
 
     # ================================================================== misc
 

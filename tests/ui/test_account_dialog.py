@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 from PySide6.QtCore import QPoint, QSettings, Qt
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QFileDialog
 
 from app.engine import project as projects
 from app.service import embedded
 from app.ui import theme
 from app.ui.account_dialog import AccountDialog, AccountStatusWidget, check_remote_url, status_text
 from tests.service.conftest import PASSWORD, free_port
-from tests.service.test_account_client import MemoryKeyring
+from tests.service.test_account_client import MemoryKeyring, machine
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 TIMEOUT_MS = 60_000
@@ -159,60 +159,75 @@ def test_register_sign_in_sync_and_resolve_conflicts(qtbot, service: str, memory
     assert status.text().startswith(f"Signed in: {email} · FREE")
     shot(dlg, "account_dialog.png")
 
-    # Push again: nothing new travels.
+    # Sync again: nothing changed anywhere, nothing travels.
     with qtbot.waitSignal(dlg.synced, timeout=TIMEOUT_MS) as synced:
         qtbot.mouseClick(dlg.sync_button, Qt.MouseButton.LeftButton)
-    assert (synced.args[0]["revision"], synced.args[0]["uploaded_blobs"], synced.args[0]["skipped_blobs"]) == (2, 0, 1)
+    assert (synced.args[0]["action"], synced.args[0]["revision"], synced.args[0]["uploaded_blobs"]) == (
+        "up_to_date", 1, 0)  # fmt: skip
+    assert "Up to date" in dlg.sync_result.text()
 
     state_path = folder / ".amcsync.json"
+    pid = r1["project_id"]
 
-    def go_stale() -> None:
-        """This copy's base goes back to revision 1, as if another device pushed since."""
-        state = json.loads(state_path.read_text())
-        state_path.write_text(json.dumps({**state, "revision": 1}))
+    def go_stale(mine: str, theirs: str) -> int:
+        """Another device pushes ``theirs`` while this copy edits ``mine``: Sync now conflicts.
+        Returns the server's head revision."""
+        url = f"{service}/api/v1/sync/projects/{pid}"
+        head = httpx.get(url, headers=auth, timeout=30).json()["head_revision"]
+        last = httpx.get(f"{url}/revisions/{head}", headers=auth, timeout=30).json()
+        pushed = httpx.post(f"{url}/revisions", headers=auth, timeout=30,
+                            json={"base_revision": head, "project": {**last["project"], "name": theirs},
+                                  "media": last["media"]})  # fmt: skip
+        assert pushed.status_code == 201, pushed.text
+        doc = json.loads((folder / "project.json").read_text())
+        (folder / "project.json").write_text(json.dumps({**doc, "name": mine}))
+        base = json.loads(state_path.read_text())["revision"]
         with qtbot.assertNotEmitted(dlg.synced, wait=200):
             qtbot.mouseClick(dlg.sync_button, Qt.MouseButton.LeftButton)
             qtbot.waitUntil(lambda: dlg.conflict_box.isVisible(), timeout=TIMEOUT_MS)
-        assert "revision 1" in dlg.conflict_label.text() and "Nothing was overwritten" in dlg.conflict_label.text()
+        assert f"revision {base}, the server has revision {head + 1}" in dlg.conflict_label.text()
+        assert "Nothing was overwritten" in dlg.conflict_label.text()
         for b in (dlg.keep_mine_button, dlg.keep_theirs_button, dlg.keep_both_button):
             assert b.isVisible() and b.isEnabled()
+        assert json.loads(state_path.read_text())["revision"] == base  # nothing moved
+        assert json.loads((folder / "project.json").read_text())["name"] == mine
+        return head + 1
 
-    go_stale()
-    assert json.loads(state_path.read_text())["revision"] == 1  # nothing moved
+    assert go_stale("Mine", "Theirs") == 2
     shot(dlg, "account_dialog_conflict.png")
 
     # Keep theirs: the server's head comes down; this copy's project.json is kept beside it.
-    mine = json.loads((folder / "project.json").read_text())
-    (folder / "project.json").write_text(json.dumps({**mine, "name": "Mine"}))
     with qtbot.waitSignal(dlg.synced, timeout=TIMEOUT_MS) as synced:
         qtbot.mouseClick(dlg.keep_theirs_button, Qt.MouseButton.LeftButton)
     r = synced.args[0]
     assert (r["action"], r["revision"], r["reload"]) == ("kept_theirs", 2, True)
-    assert json.loads((folder / "project.json").read_text())["name"] == "Song"
+    assert json.loads((folder / "project.json").read_text())["name"] == "Theirs"
     backups = list(folder.glob("project.local-*.json"))
     assert len(backups) == 1 and json.loads(backups[0].read_text())["name"] == "Mine"
+    assert r["backup"] == str(backups[0]) and backups[0].name in dlg.sync_result.text()
     assert json.loads(state_path.read_text())["revision"] == 2 and not dlg.conflict_box.isVisible()
     assert projects.open_project(folder, lock=False).tracks[0].name == "tone"  # still a valid project
 
     # Keep mine: pushed on top of the head; the head before it stays in the history.
-    go_stale()
+    assert go_stale("Mine again", "Theirs again") == 3
     with qtbot.waitSignal(dlg.synced, timeout=TIMEOUT_MS) as synced:
         qtbot.mouseClick(dlg.keep_mine_button, Qt.MouseButton.LeftButton)
-    assert (synced.args[0]["action"], synced.args[0]["revision"]) == ("kept_mine", 3)
-    old = httpx.get(f"{service}/api/v1/sync/projects/{r1['project_id']}/revisions/2", headers=auth, timeout=30)
-    assert old.status_code == 200
+    assert (synced.args[0]["action"], synced.args[0]["revision"]) == ("kept_mine", 4)
+    old = httpx.get(f"{service}/api/v1/sync/projects/{pid}/revisions/3", headers=auth, timeout=30)
+    assert old.status_code == 200 and old.json()["project"]["name"] == "Theirs again"
 
     # Keep both: this copy becomes a separate server project; the original keeps its head.
-    go_stale()
+    assert go_stale("Mine, both", "Theirs, both") == 5
     with qtbot.waitSignal(dlg.synced, timeout=TIMEOUT_MS) as synced:
         qtbot.mouseClick(dlg.keep_both_button, Qt.MouseButton.LeftButton)
     rb = synced.args[0]
-    assert rb["action"] == "kept_both" and rb["revision"] == 1 and rb["project_id"] != r1["project_id"]
+    assert rb["action"] == "kept_both" and rb["revision"] == 1 and rb["project_id"] != pid
     assert rb["uploaded_blobs"] == 0  # the media were already there
     listed = httpx.get(f"{service}/api/v1/sync/projects", headers=auth, timeout=30).json()
     names = {p["name"]: p["head_revision"] for p in listed}
-    assert names["Song.amcproj"] == 3 and any("conflict copy" in n for n in names)
+    assert names["Song.amcproj"] == 5 and any("conflict copy" in n for n in names)
     assert json.loads(state_path.read_text())["project_id"] == rb["project_id"]
+    assert dlg.projects_list.topLevelItemCount() == 2  # the list follows
 
     # Sign out.
     with qtbot.waitSignal(dlg.signed_out, timeout=TIMEOUT_MS):
@@ -251,7 +266,7 @@ def test_register_sign_in_sync_and_resolve_conflicts(qtbot, service: str, memory
     answer[0] = folder
     with qtbot.waitSignal(dlg4.synced, timeout=TIMEOUT_MS) as synced:
         qtbot.mouseClick(dlg4.sync_button, Qt.MouseButton.LeftButton)
-    assert asked == [1, 1] and synced.args[0]["action"] == "pushed" and synced.args[0]["revision"] == 2
+    assert asked == [1, 1] and synced.args[0]["action"] == "up_to_date" and synced.args[0]["revision"] == 1
 
 
 def test_wrong_password_is_a_message(qtbot, service: str, memory_keyring: MemoryKeyring, embedded_choice: None):
@@ -348,3 +363,88 @@ def test_embedded_service_gone_is_a_message_and_reopening_restarts_it(qtbot, ser
     assert embedded.start_embedded(port=int(service.rsplit(":", 1)[1])) == service
     dlg2 = open_dialog(qtbot, folder)
     assert dlg2.pages.currentIndex() == 1 and dlg2.email_label.text() == email
+
+
+def test_projects_list_download_open_and_sync_pulls_another_machines_edit(
+        qtbot, service: str, memory_keyring: MemoryKeyring, embedded_choice: None, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    # Another computer registers and uploads a project with a media file.
+    email = f"p{uuid.uuid4().hex[:8]}@example.com"
+    r = httpx.post(service + "/api/v1/auth/register", timeout=30,
+                   json={"email": email, "username": email.split("@")[0], "password": PASSWORD, "full_name": ""})  # fmt: skip
+    assert r.status_code == 201, r.text
+    other = machine(service, email)
+    (tmp_path / "other").mkdir()
+    theirs = make_project(tmp_path / "other" / "Remote Song.amcproj")
+    with other.active() as c:
+        pid = c.push_project(theirs).project_id
+
+    # This computer signs in: the project is listed.
+    dlg = open_dialog(qtbot, None)
+    type_into(qtbot, dlg.email_edit, email)
+    type_into(qtbot, dlg.password_edit, PASSWORD)
+    with qtbot.waitSignal(dlg.signed_in, timeout=TIMEOUT_MS):
+        qtbot.mouseClick(dlg.sign_in_button, Qt.MouseButton.LeftButton)
+    assert dlg.projects_list.topLevelItemCount() == 1 and not dlg.download_button.isEnabled()
+    item = dlg.projects_list.topLevelItem(0)
+    assert (item.text(0), item.text(1)) == ("Remote Song.amcproj", "1") and item.text(2)[:2] == "20"
+
+    # Download…: asks for a parent folder, clones into a new folder there, offers to open it.
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "Remote Song.amcproj").mkdir()  # taken: the download goes beside it
+    asked: list[str] = []
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory",
+                        staticmethod(lambda _parent, caption, _dir: (asked.append(caption), str(here))[1]))  # fmt: skip
+    item.setSelected(True)
+    assert dlg.download_button.isEnabled()
+    steps: list[tuple[float, str]] = []
+    dlg.tasks.progress.connect(lambda _tid, f, m: steps.append((f, m)))
+    with qtbot.waitSignal(dlg.downloaded, timeout=TIMEOUT_MS) as got:
+        qtbot.mouseClick(dlg.download_button, Qt.MouseButton.LeftButton)
+        assert dlg.download_progress.isVisible()
+    folder = here / "Remote Song (2).amcproj"
+    assert asked and "Remote Song.amcproj" in asked[0]
+    assert got.args[0]["folder"] == str(folder) and got.args[0]["action"] == "cloned"
+    assert {"downloading media 1/1", "done"} <= {m for _f, m in steps}
+    assert not dlg.download_progress.isVisible()
+    doc = json.loads((folder / "project.json").read_text())
+    assert doc == json.loads((theirs / "project.json").read_text())
+    [media] = (theirs / "media").iterdir()
+    assert (folder / "media" / media.name).read_bytes() == media.read_bytes()
+    assert projects.open_project(folder, lock=False).tracks[0].name == "tone"
+    assert dlg.open_download_button.isVisible() and str(folder) in dlg.download_result.text()
+    with qtbot.waitSignal(dlg.open_requested, timeout=1000) as opened:
+        qtbot.mouseClick(dlg.open_download_button, Qt.MouseButton.LeftButton)
+    assert opened.args == [str(folder)]
+    dlg.set_project_folder(folder)  # what the main window does once it has opened it
+    assert dlg.sync_button.isEnabled() and folder.name in dlg.project_label.text()
+    shot(dlg, "account_dialog_projects.png")
+
+    # The other computer adds a take and syncs; Refresh shows revision 2; Sync now pulls it.
+    wav = tmp_path / "take2.wav"
+    sf.write(str(wav), np.zeros((2400, 2), np.float32) + 0.1, 48000)
+    p = projects.open_project(theirs)
+    sha = projects.import_media(theirs, wav)
+    p.add_track(projects.Track(name="take 2", media_sha=sha, original_filename="t.wav"))
+    projects.save(p, theirs)
+    projects.close_project(p)
+    with other.active() as c:
+        assert c.sync_project(theirs).action == "pushed"
+    qtbot.mouseClick(dlg.refresh_projects_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: dlg.projects_list.topLevelItem(0).text(1) == "2", timeout=TIMEOUT_MS)
+    steps.clear()
+    with qtbot.waitSignal(dlg.synced, timeout=TIMEOUT_MS) as synced:
+        qtbot.mouseClick(dlg.sync_button, Qt.MouseButton.LeftButton)
+        assert dlg.sync_progress.isVisible() and not dlg.sync_button.isEnabled()
+    res = synced.args[0]
+    assert (res["action"], res["revision"], res["downloaded_blobs"], res["reload"], res["backup"]) == (
+        "pulled", 2, 1, True, None)  # fmt: skip
+    fractions = [f for f, _m in steps]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert "downloading media 1/1" in {m for _f, m in steps}
+    assert [t.name for t in projects.open_project(folder, lock=False).tracks] == ["tone", "take 2"]
+    for f in (theirs / "media").iterdir():
+        assert (folder / "media" / f.name).read_bytes() == f.read_bytes()
+    assert "Updated to revision 2" in dlg.sync_result.text() and not dlg.sync_progress.isVisible()
+    assert res["project_id"] == pid
