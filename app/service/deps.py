@@ -1,4 +1,4 @@
-"""Dependencies shared by the routers: ``SessionDep``, ``CurrentUser``, ``AdminUser``, ``QuotaDep``."""
+"""Dependencies shared by the routers: ``SessionDep``, ``CurrentUser``, ``AdminUser``, ``QuotaUser``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.service import quota, security
 from app.service.errors import ApiError
@@ -20,11 +21,13 @@ from app.service.settings import Settings
 from app.service.storage import Storage
 
 
-def get_settings(request: Request) -> Settings:
+# Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in the
+# thread pool, a round trip that costs the event loop more than the work itself.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_storage(request: Request) -> Storage:
+async def get_storage(request: Request) -> Storage:
     return request.app.state.storage  # type: ignore[no-any-return]
 
 
@@ -104,7 +107,7 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 OptionalUser = Annotated[User | None, Depends(get_optional_user)]
 
 
-def get_admin(user: CurrentUser) -> User:
+async def get_admin(user: CurrentUser) -> User:
     if user.role != "admin":
         raise ApiError(403, "forbidden", "this needs the admin role")
     return user
@@ -113,17 +116,32 @@ def get_admin(user: CurrentUser) -> User:
 AdminUser = Annotated[User, Depends(get_admin)]
 
 
-def enforce_quota(request: Request, response: Response, user: CurrentUser, settings: SettingsDep) -> quota.QuotaDecision:
-    """Count this request against the user's tier; 429 with Retry-After when over.
-
-    Counted in its own short transaction so the write lock is held for one statement."""
+def _count(request: Request, settings: Settings, user: User) -> quota.QuotaDecision:
+    # Its own short transaction, so the write lock is held for these two statements only.
     with request.app.state.sessionmaker() as s, s.begin():
-        decision = quota.consume(
+        return quota.consume(
             s, user.id,
             daily_limit=settings.tier_daily_requests.get(user.tier, 0),
             burst_limit=settings.burst_per_minute,
             now=datetime.now(UTC),
         )  # fmt: skip
+
+
+def _authenticate_and_count(
+    request: Request, settings: Settings
+) -> tuple[User, quota.QuotaDecision]:
+    return (user := get_current_user(request, settings)), _count(request, settings, user)
+
+
+async def quota_user(request: Request, response: Response, settings: SettingsDep) -> User:
+    """The signed-in user, with this request counted against their tier (429 with Retry-After
+    when over): the token check and the count in one trip to the thread pool."""
+    user, decision = await run_in_threadpool(_authenticate_and_count, request, settings)
+    _apply(decision, user, response)
+    return user
+
+
+def _apply(decision: quota.QuotaDecision, user: User, response: Response) -> None:
     if not decision.allowed:
         what = ("the per-minute burst limit" if decision.scope == "burst"
                 else f"the {user.tier} tier's {decision.limit} requests per day")  # fmt: skip
@@ -131,10 +149,10 @@ def enforce_quota(request: Request, response: Response, user: CurrentUser, setti
                        headers=decision.headers(), scope=decision.scope)  # fmt: skip
     for k, v in decision.headers().items():
         response.headers[k] = v
-    return decision
 
 
-QuotaDep = Annotated[quota.QuotaDecision, Depends(enforce_quota)]
+#: For endpoints that count against the quota, instead of ``CurrentUser``.
+QuotaUser = Annotated[User, Depends(quota_user)]
 
 
 class CommittingRoute(APIRoute):

@@ -85,6 +85,12 @@ class JobError(BaseModel):
     message: str
 
 
+class PlanStep(BaseModel):
+    slot: str = Field(description="the model-chain slot (or 'mastering')", examples=["MusicGen"])
+    backend: str | None = Field(description="the backend that runs it", examples=["transformers-musicgen"])
+    why: str | None = Field(description="why the orchestrator chose it")
+
+
 class JobPublic(BaseModel):
     job_id: str
     kind: str
@@ -94,6 +100,10 @@ class JobPublic(BaseModel):
     message: str
     error: JobError | None
     params: dict[str, Any]
+    plan: list[PlanStep] | None = Field(
+        description="which slot, which backend, why, step by step; null until a model job is planned "
+        "(the full plan with per-step figures is report.plan)"
+    )
     report: dict[str, Any] | None
     result_url: str | None
     websocket_url: str

@@ -93,6 +93,33 @@ def start_postgres() -> Iterator[PgServer]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def start_redis() -> Iterator[str]:
+    """A throw-away redis-server on a free port (no persistence); yields its ``redis://`` URL."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise FileNotFoundError("redis-server is not installed: apt-get install redis-server")
+    import redis
+
+    folder = Path(tempfile.mkdtemp(prefix="amc-redis-"))
+    port = free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PgServer]:
     if not (_pg_bin("initdb") and _pg_bin("pg_ctl")):

@@ -4,11 +4,9 @@ processes); a killed worker's job is delivered again and retried."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +18,8 @@ from tests.service.conftest import (
     REPO,
     Server,
     auth,
-    free_port,
     running_server,
+    start_redis,
     wait_job,
     write_mix,
 )
@@ -29,26 +27,11 @@ from tests.service.conftest import (
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server is not installed: apt-get install redis-server to test remote-mode jobs")
-    folder = Path(tempfile.mkdtemp(prefix="amc-redis-"))
-    port = free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)  # fmt: skip
-    import redis
-
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        with start_redis() as url:
+            yield url
+    except FileNotFoundError as e:
+        pytest.skip(f"{e} to test remote-mode jobs")
 
 
 class Worker:

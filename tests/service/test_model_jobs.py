@@ -118,6 +118,9 @@ def test_generate_runs_the_chain_with_progress_plan_and_a_mastered_result(chain_
         assert abs(master["metrics"]["loudness_lufs"] - STREAMING_LUFS) <= LOUDNESS_TOLERANCE_LU
         assert done["report"]["result"]["within_spec"] is True
         assert [s["slot"] for s in done["report"]["chain"]] == ["musicgen", "mastering"]
+        # The status's top-level plan: which slot, which backend, why.
+        assert [(s["slot"], s["backend"]) for s in done["plan"]] == [("musicgen", "tiny-gen"), ("mastering", "engine")]
+        assert all(s["why"] for s in done["plan"]), done["plan"]
         audio, sr = _download(c, u, done)
         assert abs(audio.shape[0] / sr - 4.0) < 0.1
         _assert_on_target(audio, sr)

@@ -116,6 +116,7 @@ def test_cancel_a_queued_job(server: Server, mix_wav: Path):
         # One job worker: the second job waits in the queue behind the first.
         first = _upload(c, u, mix_wav).json()
         second = _upload(c, u, mix_wav).json()
+        assert [(p["slot"], p["backend"]) for p in first["plan"]] == [("mastering", "engine")]
         r = c.post(f"/api/v1/music/jobs/{second['job_id']}/cancel", headers=auth(u))
         assert r.status_code == 200 and r.json()["status"] in ("cancelled", "running")
         assert wait_job(c, u, second["job_id"])["status"] == "cancelled"

@@ -21,22 +21,30 @@ from app.service.deps import (
     user_for_credential,
 )
 from app.service.errors import ApiError, not_found
-from app.service.jobs import TERMINAL
+from app.service.jobs import ENGINE_OPERATIONS, TERMINAL
 from app.service.models import Job, utcnow
-from app.service.schemas import JobError, JobPublic
+from app.service.schemas import JobError, JobPublic, PlanStep
 
 router = APIRouter(prefix="/music/jobs", tags=["jobs"], route_class=CommittingRoute)
 WS_POLL_S = 0.2
 
 
+_ENGINE_PLAN = [PlanStep(slot="mastering", backend="engine", why="the engine's offline mastering chain")]
+
+
 def job_public(job: Job, request: Request | WebSocket | None = None) -> JobPublic:
     base = f"/api/v1/music/jobs/{job.id}"
+    report = json.loads(job.report) if job.report else None
+    plan: list[PlanStep] | None = None
+    if job.operation in ENGINE_OPERATIONS:
+        plan = _ENGINE_PLAN
+    elif report and isinstance(report.get("chain"), list):
+        plan = [PlanStep(**step) for step in report["chain"]]
     return JobPublic(
         job_id=job.id, kind=job.kind, operation=job.operation, status=job.status,  # type: ignore[arg-type]
         progress=job.progress, message=job.message,
         error=JobError(code=job.error_code or "error", message=job.error or "") if job.status == "failed" else None,
-        params=json.loads(job.params or "{}"),
-        report=json.loads(job.report) if job.report else None,
+        params=json.loads(job.params or "{}"), plan=plan, report=report,
         result_url=f"{base}/result" if job.status == "succeeded" and job.result_key else None,
         websocket_url=f"{base}/ws", created_at=job.created_at, updated_at=job.updated_at,
     )  # fmt: skip

@@ -13,9 +13,8 @@ from sqlalchemy import func, select
 
 from app.service.deps import (
     CommittingRoute,
-    CurrentUser,
     OptionalUser,
-    QuotaDep,
+    QuotaUser,
     SessionDep,
     SettingsDep,
     StorageDep,
@@ -49,8 +48,11 @@ def _slot_status(request: Request) -> list[dict[str, Any]]:
     from app.models import registry
 
     chain = getattr(request.app.state.runner, "chain", None)
-    device = (chain.describe().get("device") if chain is not None else None) or \
-        request.app.state.settings.model_device or "cpu"
+    device = (
+        (chain.describe().get("device") if chain is not None else None)
+        or request.app.state.settings.model_device
+        or "cpu"
+    )
     return registry.slot_status(device=device, slots=list(SLOTS))
 
 
@@ -83,8 +85,9 @@ def _new_job(request: Request, session: SessionDep, user_id: str, kind: str, ope
 
 
 @router.post("/generate", status_code=202, response_model=JobPublic)
-def generate(body: GenerateRequest, request: Request, user: CurrentUser, _quota: QuotaDep,
-             session: SessionDep) -> JobPublic:  # fmt: skip
+def generate(
+    body: GenerateRequest, request: Request, user: QuotaUser, session: SessionDep
+) -> JobPublic:
     """Queue a text-to-music job: the model chain's generate workflow (generator slot ->
     quality gates -> mastering). The job's report carries the plan (slot, backend, why) and
     per-step figures; with no ready generator it fails with the registry's reason (code
@@ -101,15 +104,16 @@ def generate(body: GenerateRequest, request: Request, user: CurrentUser, _quota:
 @router.post("/process-file", status_code=202, response_model=JobPublic)
 def process_file(
     request: Request,
-    user: CurrentUser,
-    _quota: QuotaDep,
+    user: QuotaUser,
     session: SessionDep,
     settings: SettingsDep,
     storage: StorageDep,
     file: Annotated[UploadFile, File(description="audio: WAV, FLAC, AIFF, OGG, MP3")],
     operation: Annotated[str, Form(description="master | enhance | style_transfer")] = "master",
     style: Annotated[str, Form()] = "balanced",
-    enhancement_level: Annotated[str, Form(description="light | moderate | aggressive")] = "moderate",
+    enhancement_level: Annotated[
+        str, Form(description="light | moderate | aggressive")
+    ] = "moderate",
     target_genre: Annotated[str | None, Form(max_length=64)] = None,
     target: Annotated[str, Form(description="loudness target, e.g. streaming")] = "streaming",
 ) -> JobPublic:
@@ -118,16 +122,22 @@ def process_file(
     ``target_genre`` -> gates -> mastering) run the model chain."""
     choices = _engine_choices()
     if operation not in FILE_OPERATIONS:
-        raise ApiError(422, "validation_error", f"operation must be one of {', '.join(FILE_OPERATIONS)}")
+        raise ApiError(
+            422, "validation_error", f"operation must be one of {', '.join(FILE_OPERATIONS)}"
+        )
     if operation == "style_transfer" and not (target_genre or "").strip():
         raise ApiError(422, "validation_error", "operation=style_transfer needs target_genre")
     if style not in choices["styles"]:
-        raise ApiError(422, "validation_error", f"style must be one of {', '.join(choices['styles'])}")
+        raise ApiError(
+            422, "validation_error", f"style must be one of {', '.join(choices['styles'])}"
+        )
     if enhancement_level not in choices["levels"]:
         raise ApiError(422, "validation_error",
                        f"enhancement_level must be one of {', '.join(choices['levels'])}")  # fmt: skip
     if target not in choices["targets"]:
-        raise ApiError(422, "validation_error", f"target must be one of {', '.join(choices['targets'])}")
+        raise ApiError(
+            422, "validation_error", f"target must be one of {', '.join(choices['targets'])}"
+        )
     params = {"operation": operation, "style": style, "enhancement_level": enhancement_level,
               "target_genre": target_genre, "target": target,
               "filename": (file.filename or "")[:200]}  # fmt: skip
