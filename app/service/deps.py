@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from app.service import quota, security
@@ -46,6 +48,25 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         raise
     finally:
         session.close()
+
+
+def stored_file(storage: Storage, key: str, media_type: str, filename: str | None = None) -> Response:
+    """A stored object as a response: the file itself when the storage is a local folder, else
+    streamed in 1 MB chunks, the object's stream closed when the response ends or the client
+    goes away (an S3 body left open holds its pooled connection)."""
+    local = storage.local_path(key)
+    if local is not None:
+        return FileResponse(local, media_type=media_type, filename=filename)
+    body = storage.open(key)
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            yield from iter(lambda: body.read(1 << 20), b"")
+        finally:
+            body.close()
+
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'} if filename else None
+    return StreamingResponse(chunks(), media_type=media_type, headers=headers, background=BackgroundTask(body.close))
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -52,7 +52,9 @@ def test_push_pull_and_stale_revision_conflict(server: Server):
 
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "media/../../x.wav", "..",
-                                  "media\\..\\x.wav", "media//x.wav", "C:/x.wav", ""])  # fmt: skip
+                                  "media\\..\\x.wav", "media//x.wav", "C:/x.wav", "",
+                                  "project.json", ".amcsync.json", "autosave/project.json", "media/.hidden",
+                                  "media", "renders/../project.json"])  # fmt: skip
 def test_media_names_that_leave_the_project_are_rejected(server: Server, name: str):
     u = server.register()
     h = auth(u)
@@ -85,7 +87,7 @@ def test_other_users_projects_and_blobs_are_404(server: Server):
         pid = c.post("/api/v1/sync/projects", headers=auth(owner), json={"name": "Mine"}).json()["id"]
         c.put(f"/api/v1/sync/blobs/{sha}", headers=auth(owner), content=data)
         c.post(f"/api/v1/sync/projects/{pid}/revisions", headers=auth(owner),
-               json={"base_revision": 0, "project": {"a": 1}, "media": {"m.wav": sha}})  # fmt: skip
+               json={"base_revision": 0, "project": {"a": 1}, "media": {"media/m.wav": sha}})  # fmt: skip
         assert c.get(f"/api/v1/sync/projects/{pid}", headers=auth(other)).status_code == 404
         assert c.get(f"/api/v1/sync/projects/{pid}/revisions/1", headers=auth(other)).status_code == 404
         assert c.post(f"/api/v1/sync/projects/{pid}/revisions", headers=auth(other),
@@ -96,7 +98,7 @@ def test_other_users_projects_and_blobs_are_404(server: Server):
         # The other user cannot reference the owner's blob by hash either.
         p2 = c.post("/api/v1/sync/projects", headers=auth(other), json={"name": "Theirs"}).json()["id"]
         r = c.post(f"/api/v1/sync/projects/{p2}/revisions", headers=auth(other),
-                   json={"base_revision": 0, "project": {}, "media": {"m.wav": sha}})  # fmt: skip
+                   json={"base_revision": 0, "project": {}, "media": {"media/m.wav": sha}})  # fmt: skip
         assert r.status_code == 422 and r.json()["missing"] == [sha]
 
 

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
@@ -18,6 +18,7 @@ from app.service.deps import (
     CurrentUser,
     SessionDep,
     StorageDep,
+    stored_file,
     user_for_credential,
 )
 from app.service.errors import ApiError, not_found
@@ -75,13 +76,7 @@ def get_result(job_id: str, user: CurrentUser, session: SessionDep, storage: Sto
     job = _own_job(session, user.id, job_id)
     if job.status != "succeeded" or not job.result_key:
         raise ApiError(409, "not_ready", f"the job is {job.status}; its result is not available")
-    name = f"{job.id}-{job.operation}.wav"
-    local = storage.local_path(job.result_key)
-    if local is not None:
-        return FileResponse(local, media_type="audio/wav", filename=name)
-    body = storage.open(job.result_key)
-    return StreamingResponse(iter(lambda: body.read(1 << 20), b""), media_type="audio/wav",
-                             headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
+    return stored_file(storage, job.result_key, "audio/wav", f"{job.id}-{job.operation}.wav")
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)

@@ -14,12 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
-from app.service.deps import CommittingRoute, CurrentUser, SessionDep, SettingsDep, StorageDep
+from app.service.deps import (
+    CommittingRoute,
+    CurrentUser,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    stored_file,
+)
 from app.service.errors import ApiError, not_found
 from app.service.models import Blob, Project, ProjectRevision
 from app.service.routers.usage import storage_used
@@ -29,8 +36,9 @@ from app.service.storage import key
 router = APIRouter(prefix="/sync", tags=["sync"], route_class=CommittingRoute)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# A media name inside a project folder: relative, forward slashes, no '..', no drive letters.
-_MEDIA_NAME = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.?(?:/|$))[A-Za-z0-9 _.()+,-]+(?:/[A-Za-z0-9 _.()+,-]+)*$")
+# A media name inside a project folder: under media/ or renders/ (so a revision can never name
+# project.json, the sync state or autosaves), forward slashes, no hidden or '..' parts.
+_MEDIA_NAME = re.compile(r"^(?:media|renders)(?:/[A-Za-z0-9 _()+,-][A-Za-z0-9 _.()+,-]*)+$")
 MAX_PROJECT_JSON_BYTES = 8 << 20
 
 
@@ -119,12 +127,7 @@ async def put_blob(sha256: str, request: Request, user: CurrentUser, settings: S
 def get_blob(sha256: str, user: CurrentUser, session: SessionDep, storage: StorageDep) -> Any:
     if _own_blob(session, user.id, _check_sha(sha256)) is None:
         raise not_found("blob")
-    k = _blob_key(user.id, sha256)
-    local = storage.local_path(k)
-    if local is not None:
-        return FileResponse(local, media_type="application/octet-stream")
-    body = storage.open(k)
-    return StreamingResponse(iter(lambda: body.read(1 << 20), b""), media_type="application/octet-stream")
+    return stored_file(storage, _blob_key(user.id, sha256), "application/octet-stream")
 
 
 @router.post("/projects", status_code=201, response_model=ProjectPublic)
@@ -174,8 +177,9 @@ def push_revision(project_id: str, body: RevisionPush, user: CurrentUser, sessio
                        f"the project is at revision {p.head_revision}, your edit is based on {body.base_revision}; "
                        "pull, merge and push again", base_revision=body.base_revision, head_revision=p.head_revision)  # fmt: skip
     for name, sha in body.media.items():
-        if len(name) > 255 or not _MEDIA_NAME.match(name) or "\\" in name:
-            raise ApiError(422, "invalid_media_name", f"media name {name!r} must be a relative path inside the project")
+        if len(name) > 255 or not _MEDIA_NAME.match(name):
+            raise ApiError(422, "invalid_media_name",
+                           f"media name {name!r} must be a relative path under media/ or renders/")  # fmt: skip
         _check_sha(sha)
     missing = sorted({sha for sha in body.media.values() if _own_blob(session, user.id, sha) is None})
     if missing:
