@@ -8,10 +8,11 @@ Works on SQLite (>= 3.35) and PostgreSQL.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Insert, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -50,19 +51,30 @@ def _next_midnight(now: datetime) -> datetime:
     return (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+@functools.cache
+def _upsert(dialect: str) -> Insert:
+    """``INSERT ... ON CONFLICT DO UPDATE ... WHERE count < :limit RETURNING count``, built once
+    per dialect with bound parameters (building and caching it per request cost more than
+    running it)."""
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(UsageCounter)
+    return (
+        ins.values(user_id=bindparam("user_id"), period=bindparam("period"), count=1)
+        .on_conflict_do_update(
+            index_elements=[UsageCounter.user_id, UsageCounter.period],
+            set_={"count": UsageCounter.count + 1},
+            where=UsageCounter.count < bindparam("limit"),
+        )
+        .returning(UsageCounter.count)
+    )
+
+
 def _increment(session: Session, user_id: str, period: str, limit: int) -> int | None:
     """Count one request; the new count, or None when the limit was already reached."""
-    dialect = session.get_bind().dialect.name
-    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(UsageCounter)
-    stmt = ins.values(user_id=user_id, period=period, count=1)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[UsageCounter.user_id, UsageCounter.period],
-        set_={"count": UsageCounter.count + 1},
-        where=UsageCounter.count < limit,
-    ).returning(UsageCounter.count)
     if limit <= 0:
         return None
-    row = session.execute(stmt).first()
+    # On the session's connection (Core): the ORM's bulk-insert machinery adds nothing here.
+    conn = session.connection()
+    row = conn.execute(_upsert(conn.dialect.name), {"user_id": user_id, "period": period, "limit": limit}).first()
     return None if row is None else int(row[0])
 
 
