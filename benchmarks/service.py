@@ -18,7 +18,7 @@ throughput) and the figure that matters is the throughput.
 As deployed: SQLite runs the embedded service (jobs in the service's own job thread);
 PostgreSQL runs the remote service, which hands jobs to Celery through a real redis-server
 (no Celery worker consumes them here: the workers are GPU machines, not the API's cores).
-One uvicorn process; the load generator shares the machine's cores with it, so figures are
+One uvicorn process (``--web-workers N``: N for PostgreSQL); the load generator shares the machine's cores with it, so figures are
 end to end. Target: p99 <= 25 ms.
 """
 
@@ -131,6 +131,8 @@ def main() -> int:
     ap.add_argument("--think", type=float, nargs="+", default=[1.0, 0.5, 0.25, 0.0],
                     help="mean think times in seconds (default 1 0.5 0.25 0)")  # fmt: skip
     ap.add_argument("--backend", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
+    ap.add_argument("--web-workers", type=int, default=1,
+                    help="uvicorn processes for PostgreSQL (WEB_CONCURRENCY; default 1)")  # fmt: skip
     args = ap.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     rows: list[tuple] = []
@@ -142,7 +144,8 @@ def main() -> int:
             try:
                 with start_postgres() as pg, start_redis() as redis_url:
                     rows += run(backend, pg.new_database(), args.clients, args.seconds, args.think,
-                                JOB_BACKEND="celery", REDIS_URL=redis_url)  # fmt: skip
+                                JOB_BACKEND="celery", REDIS_URL=redis_url,
+                                WEB_CONCURRENCY=str(args.web_workers))  # fmt: skip
             except FileNotFoundError as e:
                 print(f"postgresql skipped: {e}")
     print(f"\ntarget p99 <= {TARGET_P99_MS:g} ms for the quota-checked request, {args.clients} clients:")

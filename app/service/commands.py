@@ -28,7 +28,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"{args.promote_admin}: {'now admin' if ok else 'no such user'}")
         return 0 if ok else 1
     host = args.host or ("127.0.0.1" if settings.mode == "embedded" else "0.0.0.0")
-    uvicorn.run(create_app(settings), host=host, port=args.port, log_level=settings.log_level.lower())
+    log_level = settings.log_level.lower()
+    if settings.web_workers > 1:  # each process builds its app from the same environment
+        uvicorn.run("app.service.app:app_from_env", factory=True, workers=settings.web_workers,
+                    host=host, port=args.port, log_level=log_level)  # fmt: skip
+    else:
+        uvicorn.run(create_app(settings), host=host, port=args.port, log_level=log_level)
     return 0
 
 

@@ -57,6 +57,7 @@ class Settings:
     burst_per_minute: int = 60
     job_backend: str = "local"  # local (thread pool in this process) | celery (remote workers)
     job_workers: int = 1
+    web_workers: int = 1  # uvicorn processes serving the API (WEB_CONCURRENCY); remote + Celery only
     model_device: str = ""  # the model worker's device (AMC_DEVICE); empty: CUDA > MPS > CPU
     celery_visibility_timeout_s: int = 3600
     login_max_failures: int = 5
@@ -79,6 +80,12 @@ class Settings:
         s3_keys = (self.s3_access_key_id, self.s3_secret_access_key)
         if self.storage_provider == "s3" and any(s3_keys) and not all(s3_keys):
             raise SettingsError("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither")
+        if self.web_workers < 1:
+            raise SettingsError(f"WEB_CONCURRENCY must be at least 1, got {self.web_workers}")
+        if self.web_workers > 1 and (self.mode != "remote" or self.job_backend != "celery" or self.is_sqlite):
+            # Each process would run (and recover) the same local jobs, and SQLite's write
+            # queue is per process: several API processes need PostgreSQL and Celery.
+            raise SettingsError("WEB_CONCURRENCY > 1 needs MODE=remote, JOB_BACKEND=celery and PostgreSQL")
         if self.job_backend == "celery" and not self.redis_url:
             raise SettingsError("JOB_BACKEND=celery needs REDIS_URL")
         key = self.secret_key
@@ -137,6 +144,7 @@ class Settings:
             burst_per_minute=int(env.get("RATE_BURST_PER_MINUTE", "60")),
             job_backend=env.get("JOB_BACKEND", "local").strip().lower(),
             job_workers=int(env.get("JOB_WORKERS", "1")),
+            web_workers=int(env.get("WEB_CONCURRENCY", "1")),
             model_device=env.get("AMC_DEVICE", "").strip(),
             celery_visibility_timeout_s=int(env.get("CELERY_VISIBILITY_TIMEOUT_S", "3600")),
             login_max_failures=int(env.get("LOGIN_MAX_FAILURES", "5")),

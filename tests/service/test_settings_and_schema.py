@@ -32,6 +32,17 @@ def test_remote_mode_needs_a_database_url():
         Settings.from_env({"MODE": "remote", "SECRET_KEY": "k" * 40})
 
 
+def test_several_api_processes_need_postgresql_and_celery():
+    remote = {"MODE": "remote", "SECRET_KEY": "k" * 40, "WEB_CONCURRENCY": "4"}
+    pg = {**remote, "DATABASE_URL": "postgresql://u@db/amc"}
+    for env in ({**remote, "DATABASE_URL": "sqlite:///x.db", "JOB_BACKEND": "celery", "REDIS_URL": "redis://r"},
+                {**pg, "JOB_BACKEND": "local"}, {**pg, "WEB_CONCURRENCY": "0"}):  # fmt: skip
+        with pytest.raises(SettingsError, match="WEB_CONCURRENCY"):
+            Settings.from_env(env)
+    ok = Settings.from_env({**pg, "JOB_BACKEND": "celery", "REDIS_URL": "redis://r"})
+    assert ok.web_workers == 4
+
+
 def test_embedded_mode_creates_one_private_key_and_keeps_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("AMC_HOME", str(tmp_path))
     first = Settings.from_env({"MODE": "embedded"})
