@@ -69,29 +69,36 @@ def serve(url: str, **env: str) -> Iterator[Server]:
 
 
 async def load(base: str, tokens: list[str], case: tuple, think_s: float, seconds: float) -> np.ndarray:
-    """One client per token for ``seconds``; the latencies in ms."""
+    """One client per token for ``seconds``; the latencies in ms.
+
+    Each client has its own connection (its own httpx client): one shared pool serving 50
+    tasks queues them inside httpx, which then shows up as server latency."""
     _, method, path, body = case
     latencies: list[float] = []
-    limits = httpx.Limits(max_connections=len(tokens), max_keepalive_connections=len(tokens))
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as c:
-        for _ in tokens:  # open the connections before the clock starts
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    clients = [httpx.AsyncClient(base_url=base, timeout=60, limits=limits,
+                                 headers={"Authorization": f"Bearer {t}"}) for t in tokens]  # fmt: skip
+    try:
+        for c in clients:  # open the connections before the clock starts
             await c.get("/health")
         stop = time.perf_counter() + seconds
 
-        async def client(token: str, rng: random.Random) -> None:
-            headers = {"Authorization": f"Bearer {token}"}
+        async def client(c: httpx.AsyncClient, rng: random.Random) -> None:
             if think_s > 0:
                 await asyncio.sleep(rng.uniform(0, think_s))  # clients do not start in step
             while time.perf_counter() < stop:
                 t0 = time.perf_counter()
-                r = await c.request(method, path, json=body, headers=headers)
+                r = await c.request(method, path, json=body)
                 latencies.append(time.perf_counter() - t0)
                 if r.status_code >= 300:
                     raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
                 if think_s > 0:
                     await asyncio.sleep(rng.expovariate(1.0 / think_s))
 
-        await asyncio.gather(*(client(t, random.Random(i)) for i, t in enumerate(tokens)))
+        await asyncio.gather(*(client(c, random.Random(i)) for i, c in enumerate(clients)))
+    finally:
+        for c in clients:
+            await c.aclose()
     return np.array(latencies) * 1000.0
 
 

@@ -137,39 +137,51 @@ async def get_admin(user: CurrentUser) -> User:
 AdminUser = Annotated[User, Depends(get_admin)]
 
 
-def _count(request: Request, settings: Settings, user: User) -> quota.QuotaDecision:
-    # Its own short transaction, so the write lock is held for these two statements only.
-    with request.app.state.sessionmaker() as s, s.begin():
-        return quota.consume(
-            s, user.id,
-            daily_limit=settings.tier_daily_requests.get(user.tier, 0),
-            burst_limit=settings.burst_per_minute,
-            now=datetime.now(UTC),
-        )  # fmt: skip
-
-
-def _authenticate_and_count(
-    request: Request, settings: Settings
-) -> tuple[User, quota.QuotaDecision]:
-    return (user := get_current_user(request, settings)), _count(request, settings, user)
-
-
-async def quota_user(request: Request, response: Response, settings: SettingsDep) -> User:
-    """The signed-in user, with this request counted against their tier (429 with Retry-After
-    when over): the token check and the count in one trip to the thread pool."""
-    user, decision = await run_in_threadpool(_authenticate_and_count, request, settings)
-    _apply(decision, user, response)
-    return user
-
-
-def _apply(decision: quota.QuotaDecision, user: User, response: Response) -> None:
+def authenticate_and_count(session: Session, request: Request, settings: Settings) -> tuple[User, quota.QuotaDecision]:
+    """The request's user (401 without a valid credential), with the request counted against
+    their tier and that count committed; 429 with Retry-After when the quota or the burst
+    limit is used up. Runs in a worker thread, on ``session``, which it leaves committed: the
+    caller may go on in the same session (a new transaction)."""
+    credential = _credential(request)
+    if not credential:
+        raise ApiError(401, "not_authenticated", "sign in: send 'Authorization: Bearer <token>'",
+                       headers=_UNAUTHORIZED)  # fmt: skip
+    user = user_for_credential(session, settings, credential)
+    if user is None:
+        session.rollback()
+        raise ApiError(401, "invalid_token", "the token or API key is invalid, expired or revoked",
+                       headers=_UNAUTHORIZED)  # fmt: skip
+    decision = quota.consume(
+        session, user.id,
+        daily_limit=settings.tier_daily_requests.get(user.tier, 0),
+        burst_limit=settings.burst_per_minute,
+        now=datetime.now(UTC),
+    )  # fmt: skip
+    session.commit()  # short: SQLite's write lock is held for the two counting statements only
     if not decision.allowed:
         what = ("the per-minute burst limit" if decision.scope == "burst"
                 else f"the {user.tier} tier's {decision.limit} requests per day")  # fmt: skip
         raise ApiError(429, "rate_limited", f"{what} is used up; retry in {decision.retry_after_s} s",
                        headers=decision.headers(), scope=decision.scope)  # fmt: skip
+    return user, decision
+
+
+def rate_limit_headers(decision: quota.QuotaDecision, response: Response) -> None:
     for k, v in decision.headers().items():
         response.headers[k] = v
+
+
+async def quota_user(request: Request, response: Response, settings: SettingsDep) -> User:
+    """The signed-in user, with this request counted against their tier: the token check and
+    the count in one trip to the thread pool and one short session."""
+
+    def work() -> tuple[User, quota.QuotaDecision]:
+        with request.app.state.sessionmaker() as s:
+            return authenticate_and_count(s, request, settings)
+
+    user, decision = await run_in_threadpool(work)
+    rate_limit_headers(decision, response)
+    return user
 
 
 #: For endpoints that count against the quota, instead of ``CurrentUser``.
