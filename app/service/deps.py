@@ -107,16 +107,21 @@ def _lookup(request: Request, settings: Settings, credential: str) -> User | Non
         return user
 
 
-def get_current_user(request: Request, settings: SettingsDep) -> User:
+def _required(request: Request, find: Callable[[str], User | None]) -> User:
+    """The user ``find`` gives for the request's credential; 401 without one or for a bad one."""
     credential = _credential(request)
     if not credential:
         raise ApiError(401, "not_authenticated", "sign in: send 'Authorization: Bearer <token>'",
                        headers=_UNAUTHORIZED)  # fmt: skip
-    user = _lookup(request, settings, credential)
+    user = find(credential)
     if user is None:
         raise ApiError(401, "invalid_token", "the token or API key is invalid, expired or revoked",
                        headers=_UNAUTHORIZED)  # fmt: skip
     return user
+
+
+def get_current_user(request: Request, settings: SettingsDep) -> User:
+    return _required(request, lambda credential: _lookup(request, settings, credential))
 
 
 def get_optional_user(request: Request, settings: SettingsDep) -> User | None:
@@ -142,15 +147,7 @@ def authenticate_and_count(session: Session, request: Request, settings: Setting
     their tier and that count committed; 429 with Retry-After when the quota or the burst
     limit is used up. Runs in a worker thread, on ``session``, which it leaves committed: the
     caller may go on in the same session (a new transaction)."""
-    credential = _credential(request)
-    if not credential:
-        raise ApiError(401, "not_authenticated", "sign in: send 'Authorization: Bearer <token>'",
-                       headers=_UNAUTHORIZED)  # fmt: skip
-    user = user_for_credential(session, settings, credential)
-    if user is None:
-        session.rollback()
-        raise ApiError(401, "invalid_token", "the token or API key is invalid, expired or revoked",
-                       headers=_UNAUTHORIZED)  # fmt: skip
+    user = _required(request, lambda credential: user_for_credential(session, settings, credential))
     decision = quota.consume(
         session, user.id,
         daily_limit=settings.tier_daily_requests.get(user.tier, 0),
