@@ -33,7 +33,10 @@ GUARD_FRAMES = 8
 
 @njit(cache=True, nogil=True)
 def _envelope_kernel(
-    req: np.ndarray,
+    src: np.ndarray,
+    scale: float,
+    ceiling: float,
+    from_peaks: bool,
     out: np.ndarray,
     dq_idx: np.ndarray,
     dq_val: np.ndarray,
@@ -44,10 +47,13 @@ def _envelope_kernel(
     box_len: int,
     release_coef: float,
 ) -> None:  # pragma: no cover - compiled
-    """Streaming hold -> release -> box-average over required gains ``req``.
+    """Streaming hold -> release -> box-average over required gains.
 
-    ``out[i]`` is the smoothed gain for the frame ``window - 1 - K`` frames before
-    ``req[i]`` (the caller delays the audio by the same amount).
+    ``src`` holds the required gains, or with ``from_peaks`` true peaks that are turned
+    into required gains on the fly exactly as :meth:`LimiterEnvelope.required_gain`
+    does for ``src * scale`` (saving three array passes; ``scale`` and ``ceiling`` are
+    unused otherwise).  ``out[i]`` is the smoothed gain for the frame ``window - 1 - K``
+    frames before frame ``i`` (the caller delays the audio by the same amount).
     istate = [t, head, count, box_pos]; fstate = [g_prev, box_sum].
     """
     t = istate[0]
@@ -57,22 +63,40 @@ def _envelope_kernel(
     g_prev = fstate[0]
     box_sum = fstate[1]
     cap = dq_idx.shape[0]
-    for i in range(req.shape[0]):
-        v = req[i]
+    # Ring indices wrap by comparison, not ``%``: an integer division per deque step
+    # cost more than the rest of the loop.  ``back`` is the newest entry's slot.
+    back = head + count - 1
+    if back >= cap:
+        back -= cap
+    elif back < 0:
+        back += cap
+    for i in range(src.shape[0]):
+        if from_peaks:
+            p = np.float64(src[i]) * scale
+            if p < 1e-12:
+                p = 1e-12
+            v = ceiling / p
+            if v > 1.0:
+                v = 1.0
+        else:
+            v = src[i]
         # push back, popping larger-or-equal values (monotonic deque of minima)
-        while count > 0:
-            back = (head + count - 1) % cap
-            if dq_val[back] >= v:
-                count -= 1
-            else:
-                break
-        pos = (head + count) % cap
-        dq_idx[pos] = t
-        dq_val[pos] = v
+        while count > 0 and dq_val[back] >= v:
+            count -= 1
+            back -= 1
+            if back < 0:
+                back = cap - 1
+        back += 1
+        if back == cap:
+            back = 0
+        dq_idx[back] = t
+        dq_val[back] = v
         count += 1
         # drop the front when it left the window
         while dq_idx[head] <= t - window:
-            head = (head + 1) % cap
+            head += 1
+            if head == cap:
+                head = 0
             count -= 1
         h = dq_val[head]
         # release toward unity, never above the hold
@@ -151,11 +175,11 @@ class LimiterEnvelope:
 
     def process(self, peaks: np.ndarray) -> np.ndarray:
         """(n,) linear per-frame true peaks -> (n,) float64 gains for the delayed frames."""
-        req = self.required_gain(peaks)
-        out = np.empty_like(req)
+        p = np.ascontiguousarray(peaks, dtype=np.float64)  # one compiled specialisation
+        out = np.empty(p.shape[0], dtype=np.float64)
         _envelope_kernel(
-            req, out, self._dq_idx, self._dq_val, self._box, self._istate, self._fstate,
-            self._window, self._box_len, self._release,
+            p, 1.0, self.ceiling, True, out, self._dq_idx, self._dq_val, self._box, self._istate,
+            self._fstate, self._window, self._box_len, self._release,
         )  # fmt: skip
         return out
 
