@@ -690,3 +690,26 @@ def test_gated_mean_power_gates() -> None:
     assert an.gated_mean_power(np.array([loud, quiet]), relative_gate_lu=-20.0) == pytest.approx(
         (loud + quiet) / 2
     )
+
+
+@pytest.mark.parametrize("oversample", [2, 4, 8])
+@pytest.mark.parametrize("frames", [1, 100, 2047, 2048, 5000])
+def test_true_peak_kernel_16_tap_path_equals_the_general_loop(oversample: int, frames: int) -> None:
+    """The unrolled 16-tap branch against the kernel's general loop (taps padded with a
+    zero to 17, which takes the general path) bit for bit, and both against float64."""
+    rng = np.random.default_rng(frames + oversample)
+    taps = an._design_interpolator(oversample)
+    assert taps.shape[1] == an.TP_TAPS_PER_PHASE == 16
+    padded = np.concatenate([taps, np.zeros((taps.shape[0], 1), np.float32)], axis=1)
+    buf = (0.6 * rng.standard_normal((2, frames + 16))).astype(np.float32)
+    off = an.TP_TAPS_PER_PHASE // 2 - 1
+    fast = np.empty(frames, np.float32)
+    general = np.empty(frames, np.float32)
+    an._tp_kernel(buf, taps, off, fast)
+    an._tp_kernel(buf, padded, off, general)
+    np.testing.assert_array_equal(fast, general)
+    b64 = buf.astype(np.float64)
+    windows = np.lib.stride_tricks.sliding_window_view(b64[:, : frames + 15], 16, axis=1)
+    sub = np.einsum("cfk,pk->cpf", windows, taps.astype(np.float64))  # (ch, phase, frame)
+    want = np.maximum(np.abs(sub).max(axis=(0, 1)), np.abs(b64[:, off : off + frames]).max(axis=0))
+    np.testing.assert_allclose(fast, want, rtol=2e-6, atol=1e-7)
