@@ -250,6 +250,89 @@ def _compressor_kernel(  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, fastmath=False, nogil=True)
+def _stereo_compressor_kernel(  # type: ignore[no-untyped-def]
+    x,
+    out,
+    gr_out,
+    hpf_coefficients,
+    hpf_state,
+    use_hpf,
+    state,
+    use_rms,
+    rms_coefficient,
+    threshold_db,
+    slope,
+    knee_db,
+    knee_start_power,
+    attack_coefficient,
+    release_coefficient,
+    makeup_db,
+    gr_floor_db,
+):
+    """:func:`_detector_kernel` + :func:`_compressor_kernel` fused for two channels.
+
+    Same arithmetic in the same order, so the same output bit for bit; but the
+    recursions (two side-chain filters, the RMS detector, the gain smoothing) are
+    latency-bound chains, and in one loop the CPU overlaps them with each other and
+    with the logarithm and exponential instead of running them one after another.
+    """
+    frames = x.shape[1]
+    b0 = hpf_coefficients[0]
+    b1 = hpf_coefficients[1]
+    b2 = hpf_coefficients[2]
+    a1 = hpf_coefficients[3]
+    a2 = hpf_coefficients[4]
+    l1 = hpf_state[0, 0]
+    l2 = hpf_state[0, 1]
+    r1 = hpf_state[1, 0]
+    r2 = hpf_state[1, 1]
+    db_per_neper_power = 10.0 / math.log(10.0)
+    makeup_gain = math.exp(makeup_db * _LN10_OVER_20)
+    mean_square = state[0]
+    gr_db = state[1]
+    for i in range(frames):
+        vl = np.float64(x[0, i])
+        vr = np.float64(x[1, i])
+        if use_hpf:
+            yl = b0 * vl + l1
+            yr = b0 * vr + r1
+            l1 = b1 * vl - a1 * yl + l2
+            r1 = b1 * vr - a1 * yr + r2
+            l2 = b2 * vl - a2 * yl
+            r2 = b2 * vr - a2 * yr
+            vl = yl
+            vr = yr
+        if use_rms:
+            instant = (vl * vl + vr * vr) * 0.5
+            mean_square = instant + rms_coefficient * (mean_square - instant)
+            power = mean_square
+        else:
+            peak = max(abs(vl), abs(vr))
+            power = peak * peak
+        if power <= knee_start_power:
+            target_db = 0.0
+        else:
+            level_db = db_per_neper_power * math.log(power)
+            target_db = _gain_reduction_db(level_db, threshold_db, slope, knee_db)
+        coefficient = attack_coefficient if target_db > gr_db else release_coefficient
+        gr_db = target_db + coefficient * (gr_db - target_db)
+        if gr_db < gr_floor_db:
+            gr_db = 0.0
+            gain = makeup_gain
+        else:
+            gain = math.exp((makeup_db - gr_db) * _LN10_OVER_20)
+        gr_out[i] = gr_db
+        out[0, i] = np.float64(x[0, i]) * gain
+        out[1, i] = np.float64(x[1, i]) * gain
+    hpf_state[0, 0] = l1
+    hpf_state[0, 1] = l2
+    hpf_state[1, 0] = r1
+    hpf_state[1, 1] = r2
+    state[0] = mean_square
+    state[1] = gr_db
+
+
+@njit(cache=True, fastmath=False, nogil=True)
 def _crossover_kernel(x, low, mid, high, coefficients, state):  # type: ignore[no-untyped-def]
     """3-band LR4 split of ``x: (channels, n)`` into ``low``, ``mid``, ``high``.
 
@@ -507,8 +590,17 @@ class LinkedCompressor:
         x = _check_block(block, self.channels)
         out = np.empty_like(x)
         gain_reduction_db = np.empty(x.shape[1], dtype=np.float32)
-        detector = np.empty(x.shape[1], dtype=np.float64)
         use_rms = self.detector == "rms"
+        if self.channels == 2:
+            _stereo_compressor_kernel(
+                x, out, gain_reduction_db, self._hpf_coefficients, self._hpf_state,
+                self.sidechain_hpf_hz is not None, self._state, use_rms, self._rms_coefficient,
+                self.threshold_db, self._slope, self.knee_db, self._knee_start_power,
+                self._attack_coefficient, self._release_coefficient, self.makeup_db, GR_FLOOR_DB,
+            )  # fmt: skip
+            self.last_gain_reduction_db = gain_reduction_db
+            return out
+        detector = np.empty(x.shape[1], dtype=np.float64)
         _detector_kernel(
             x,
             detector,
