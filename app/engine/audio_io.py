@@ -2,8 +2,10 @@
 
 Everything that leaves this module is ``audio: (channels, frames) float32`` at
 the file's native sample rate; soundfile's ``(frames, channels)`` layout never
-escapes.  The two layout conversions live in :func:`_to_channels_first` and
-:func:`_to_frames_first` and nowhere else.
+escapes.  The layout conversions live in :func:`_to_channels_first` and
+:func:`_to_frames_first` and, fused with the passes that touch every sample anyway,
+in the kernels :func:`_transpose_checked` (reading), :func:`_interleave_checked` and
+:func:`_codes_kernel` (writing); nowhere else.
 
 Reading
     :func:`probe` checks a file before anything is decoded and turns every way
@@ -446,6 +448,22 @@ def _transpose_checked(frames_first, out, check):  # type: ignore[no-untyped-def
             if check and bad < 0 and not np.isfinite(v):
                 bad = i * ch + c
     return bad
+
+
+@njit(cache=True, nogil=True)
+def _interleave_checked(x, frames_first, copy):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """frames_first[i, c] = copy[c, i] = float32(x[c, i]) in one pass; returns True when
+    every sample is finite (the float writer's three passes -- copy, check, transpose -- in one)."""
+    ch, n = x.shape
+    finite = True
+    for i in range(n):
+        for c in range(ch):
+            v = np.float32(x[c, i])
+            frames_first[i, c] = v
+            copy[c, i] = v
+            if not np.isfinite(v):
+                finite = False
+    return finite
 
 
 @njit(cache=True, nogil=True)
@@ -1019,10 +1037,12 @@ class AudioWriter:
         if x.dtype.kind != "f":
             raise ParameterError(f"Expected float audio for {self.path}, got {x.dtype}.")
         if self.fmt.is_float:
-            with np.errstate(over="ignore"):  # beyond float32 becomes Inf, refused below
-                written = x.astype(np.float32)  # a copy: the caller may reuse `block`
-            self._refuse_non_finite(written)
-            data: np.ndarray = written
+            # A copy (the caller may reuse `block`) and the frames-first layout, in one pass;
+            # beyond float32 becomes Inf, refused here.
+            written = np.empty((self.channels, x.shape[1]), dtype=np.float32)
+            data: np.ndarray = np.empty((x.shape[1], self.channels), dtype=np.float32)
+            if not _interleave_checked(x, data, written):
+                self._refuse_non_finite(written)
         else:
             self._refuse_non_finite(x)
             assert self._ditherer is not None
@@ -1041,7 +1061,7 @@ class AudioWriter:
             q = d.process(x) if (d.dither or d.noise_shaping) else np.ascontiguousarray(x)
             self.clipped_samples += int(_codes_kernel(q, float(fs), float(-fs), float(fs - 1), shift, data, written))
         try:
-            self._file.write(data if not self.fmt.is_float else _to_frames_first(data))
+            self._file.write(data)
         except (sf.SoundFileError, RuntimeError, OSError, AssertionError) as exc:
             # soundfile asserts on a short write that libsndfile did not flag.
             raise AudioOutputError(f"Cannot write {self.path}: {_reason(exc)}.") from exc

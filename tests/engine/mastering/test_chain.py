@@ -262,3 +262,63 @@ def test_cancel_through_progress_leaves_nothing_behind(program_44k_30s, tmp_path
     with pytest.raises(chain.Cancelled):
         master_file(program_44k_30s, out, progress=progress, scratch_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []  # no output, no temp file, no scratch folder
+
+
+def test_scratch_track_gives_back_what_was_written_in_any_block_sizes(tmp_path):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 10007)).astype(np.float32)
+    p = rng.random(10007).astype(np.float32)
+    scratch = chain.ScratchTrack(2, tmp_path)
+    try:
+        for lo, hi in [(0, 1), (1, 4000), (4000, 4001), (4001, 10007)]:
+            scratch.write("x", x[:, lo:hi])
+            scratch.write("p", p[lo:hi])
+        scratch.finish()
+        assert scratch.frames == 10007
+        blocks = list(scratch.blocks("x", block_frames=3000))
+        assert [b.shape for b in blocks] == [(2, 3000)] * 3 + [(2, 1007)]
+        assert all(b.flags.c_contiguous and b.dtype == np.float32 for b in blocks)
+        np.testing.assert_array_equal(np.concatenate(blocks, axis=1), x)
+        np.testing.assert_array_equal(np.concatenate(list(scratch.blocks("p", 3000))), p)
+    finally:
+        scratch.close()
+    assert not any(tmp_path.iterdir())
+
+
+def test_gain_reduction_tracker_from_gains_equals_converting_every_frame():
+    rng = np.random.default_rng(8)
+    gains = np.clip(1.0 - 0.5 * rng.random(48000 * 13 + 123) ** 8, 0.0, 1.0).astype(np.float32)
+    from_gains = chain._GrTracker(48000, from_gains=True)
+    from_db = chain._GrTracker(48000)
+    for lo in range(0, len(gains), 7777):
+        from_gains.add(gains[lo : lo + 7777])
+        from_db.add(chain._gains_to_gr_db(gains[lo : lo + 7777]))
+    want = from_db.result()
+    got = from_gains.result()
+    assert got.dtype == want.dtype == np.float32 and len(want) == 131
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("sample_rate", [11025, 44100, 48000])
+def test_subblock_accumulator_matches_cumulative_sums_in_any_block_sizes(sample_rate):
+    """Per-100 ms sums against a plain numpy cumulative-sum version, bit for bit."""
+    rng = np.random.default_rng(sample_rate)
+    total = sample_rate * 3 + 777
+    energy = (rng.random(total) ** 4).astype(np.float32)
+    acc = chain.SubblockAccumulator(total, sample_rate)
+    edges = acc.edges
+    cum = np.zeros(len(edges))
+    running, pos = 0.0, 0
+    while pos < total:
+        n = int(rng.integers(1, sample_rate // 3))
+        block = energy[pos : pos + n]
+        acc.add(block)
+        c = np.cumsum(block, dtype=np.float64)
+        for k in range(len(edges)):
+            if pos < edges[k] <= pos + len(block):
+                cum[k] = running + c[edges[k] - pos - 1]
+        running += float(c[-1])
+        pos += len(block)
+    want = np.diff(cum) / np.maximum(np.diff(edges), 1)
+    np.testing.assert_array_equal(acc.mean_power(), want)
+    assert len(want) == 30
