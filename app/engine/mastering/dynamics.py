@@ -161,6 +161,26 @@ def _gain_reduction_db(level_db, threshold_db, slope, knee_db):  # type: ignore[
     return -slope * over_db
 
 
+@njit(cache=True, fastmath=False, nogil=True, inline="always")
+def _gain_step(  # type: ignore[no-untyped-def]
+    power, gr_db, knee_start_power, db_per_neper_power, threshold_db, slope, knee_db,
+    attack_coefficient, release_coefficient, makeup_db, makeup_gain, gr_floor_db,
+):  # fmt: skip
+    """One sample of the gain computer: detector power -> smoothed gain reduction (dB) and
+    the linear output gain. Shared by the per-channel and the fused stereo kernels."""
+    # Below the knee no logarithm is needed (the common case on quiet passages).
+    if power <= knee_start_power:
+        target_db = 0.0
+    else:
+        level_db = db_per_neper_power * math.log(power)
+        target_db = _gain_reduction_db(level_db, threshold_db, slope, knee_db)
+    coefficient = attack_coefficient if target_db > gr_db else release_coefficient
+    gr_db = target_db + coefficient * (gr_db - target_db)
+    if gr_db < gr_floor_db:
+        return 0.0, makeup_gain
+    return gr_db, math.exp((makeup_db - gr_db) * _LN10_OVER_20)
+
+
 @njit(cache=True, fastmath=False, nogil=True)
 def _detector_kernel(x, detector, hpf_coefficients, hpf_state, use_hpf, use_rms):  # type: ignore[no-untyped-def]
     """Per-sample detector input over channels: sum of squares (RMS) or max |x| (peak).
@@ -229,19 +249,8 @@ def _compressor_kernel(  # type: ignore[no-untyped-def]
             power = mean_square
         else:
             power = detector[i] * detector[i]
-        # Below the knee no logarithm is needed (the common case on quiet passages).
-        if power <= knee_start_power:
-            target_db = 0.0
-        else:
-            level_db = db_per_neper_power * math.log(power)
-            target_db = _gain_reduction_db(level_db, threshold_db, slope, knee_db)
-        coefficient = attack_coefficient if target_db > gr_db else release_coefficient
-        gr_db = target_db + coefficient * (gr_db - target_db)
-        if gr_db < gr_floor_db:
-            gr_db = 0.0
-            gain = makeup_gain
-        else:
-            gain = math.exp((makeup_db - gr_db) * _LN10_OVER_20)
+        gr_db, gain = _gain_step(power, gr_db, knee_start_power, db_per_neper_power, threshold_db, slope, knee_db,
+                                 attack_coefficient, release_coefficient, makeup_db, makeup_gain, gr_floor_db)  # fmt: skip
         gr_out[i] = gr_db
         for c in range(channels):
             out[c, i] = np.float64(x[c, i]) * gain
@@ -309,18 +318,8 @@ def _stereo_compressor_kernel(  # type: ignore[no-untyped-def]
         else:
             peak = max(abs(vl), abs(vr))
             power = peak * peak
-        if power <= knee_start_power:
-            target_db = 0.0
-        else:
-            level_db = db_per_neper_power * math.log(power)
-            target_db = _gain_reduction_db(level_db, threshold_db, slope, knee_db)
-        coefficient = attack_coefficient if target_db > gr_db else release_coefficient
-        gr_db = target_db + coefficient * (gr_db - target_db)
-        if gr_db < gr_floor_db:
-            gr_db = 0.0
-            gain = makeup_gain
-        else:
-            gain = math.exp((makeup_db - gr_db) * _LN10_OVER_20)
+        gr_db, gain = _gain_step(power, gr_db, knee_start_power, db_per_neper_power, threshold_db, slope, knee_db,
+                                 attack_coefficient, release_coefficient, makeup_db, makeup_gain, gr_floor_db)  # fmt: skip
         gr_out[i] = gr_db
         out[0, i] = np.float64(x[0, i]) * gain
         out[1, i] = np.float64(x[1, i]) * gain
