@@ -846,7 +846,7 @@ class AccountDialog(QDialog):
                 "overwritten. Which version do you want to keep?")  # fmt: skip
             self.conflict_box.show()
             self._fit()
-            self._say("Sync conflict: choose a version below.", error=True)
+            self._say("Sync conflict: choose which version to keep, above.", error=True)
             return
         self._conflict = None
         self.conflict_box.hide()
