@@ -7,18 +7,27 @@ tries: under 50 concurrent requests that turned a 3 ms transaction into seconds 
 latency. With it, waiting transactions queue on a Python lock and start the moment the
 previous one commits; the busy timeout remains for other processes (``amc`` commands, a
 second service) sharing the file.
+
+Reads that write nothing (the token check of every request) go through a second engine,
+``read_only``: on SQLite its transactions take no lock (WAL readers never wait for the
+writer), on PostgreSQL it runs in autocommit (one round trip per read, no BEGIN/COMMIT).
+
+PostgreSQL connections are pinged before use only when they have been idle a while
+(``_PING_IDLE_S``): a ping on every checkout was a round trip on every request, and a
+connection that dies while busy is caught by SQLAlchemy's disconnect handling anyway.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -82,13 +91,17 @@ def _serialising_connection(lock: threading.Lock) -> type[sqlite3.Connection]:
     return Connection
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, read_only: bool = False) -> Engine:
+    """The service's engine. ``read_only``: for reads that write nothing; on SQLite its
+    connections refuse writes (``PRAGMA query_only``) and begin deferred transactions, which
+    take no lock; on PostgreSQL they run in autocommit."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        connect_args: dict[str, Any] = {"timeout": LOCK_TIMEOUT_S, "check_same_thread": False,
-                                        "factory": _serialising_connection(threading.Lock())}  # fmt: skip
+        connect_args: dict[str, Any] = {"timeout": LOCK_TIMEOUT_S, "check_same_thread": False}
+        if not read_only:
+            connect_args["factory"] = _serialising_connection(threading.Lock())
         engine = create_engine(url, connect_args=connect_args, pool_size=20, max_overflow=40)
 
         @event.listens_for(engine, "connect")
@@ -99,17 +112,49 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            if read_only:
+                cur.execute("PRAGMA query_only=ON")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn):  # type: ignore[no-untyped-def]
+            if read_only:  # a snapshot for the transaction's reads; no lock to wait for
+                conn.connection.dbapi_connection.execute("BEGIN")
+                return
             # A deferred transaction that reads and then writes cannot wait for the lock in WAL
             # mode (SQLITE_BUSY_SNAPSHOT); taking the write lock up front makes writers queue.
             # The Python lock makes this process's writers queue without sleeping.
             conn.connection.dbapi_connection.begin_immediate()
 
         return engine
-    return create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=20, max_overflow=40,
+                           **({"isolation_level": "AUTOCOMMIT"} if read_only else {}))  # fmt: skip
+    _ping_when_idle(engine)
+    return engine
+
+
+#: A pooled PostgreSQL connection idle longer than this is pinged before it is handed out.
+_PING_IDLE_S = 10.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """SQLAlchemy's pessimistic disconnect check, for connections idle over ``_PING_IDLE_S``
+    only (a server restart, a firewall dropping idle connections): a dead one is replaced by
+    a fresh connection before the request sees it."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn, record):  # type: ignore[no-untyped-def]
+        record.info["amc_checkin"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn, record, _proxy):  # type: ignore[no-untyped-def]
+        idle_since = record.info.get("amc_checkin")
+        if idle_since is None or time.monotonic() - idle_since < _PING_IDLE_S:
+            return  # just connected, or in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as e:
+            raise exc.DisconnectionError(f"a pooled connection is dead: {e}") from e
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -58,6 +58,7 @@ class Settings:
     job_backend: str = "local"  # local (thread pool in this process) | celery (remote workers)
     job_workers: int = 1
     web_workers: int = 1  # uvicorn processes serving the API (WEB_CONCURRENCY); remote + Celery only
+    db_threads: int = 4  # threads for each request's token check and quota count (DB_THREADS)
     model_device: str = ""  # the model worker's device (AMC_DEVICE); empty: CUDA > MPS > CPU
     celery_visibility_timeout_s: int = 3600
     login_max_failures: int = 5
@@ -86,6 +87,8 @@ class Settings:
             # Each process would run (and recover) the same local jobs, and SQLite's write
             # queue is per process: several API processes need PostgreSQL and Celery.
             raise SettingsError("WEB_CONCURRENCY > 1 needs MODE=remote, JOB_BACKEND=celery and PostgreSQL")
+        if self.db_threads < 1:
+            raise SettingsError(f"DB_THREADS must be at least 1, got {self.db_threads}")
         if self.job_backend == "celery" and not self.redis_url:
             raise SettingsError("JOB_BACKEND=celery needs REDIS_URL")
         key = self.secret_key
@@ -145,6 +148,7 @@ class Settings:
             job_backend=env.get("JOB_BACKEND", "local").strip().lower(),
             job_workers=int(env.get("JOB_WORKERS", "1")),
             web_workers=int(env.get("WEB_CONCURRENCY", "1")),
+            db_threads=int(env.get("DB_THREADS", "4")),
             model_device=env.get("AMC_DEVICE", "").strip(),
             celery_visibility_timeout_s=int(env.get("CELERY_VISIBILITY_TIMEOUT_S", "3600")),
             login_max_failures=int(env.get("LOGIN_MAX_FAILURES", "5")),

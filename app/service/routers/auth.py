@@ -136,7 +136,7 @@ def logout(body: RefreshRequest, session: SessionDep) -> Response:
 
 
 @router.get("/me", response_model=UserPublic)
-def me(user: CurrentUser) -> UserPublic:
+async def me(user: CurrentUser) -> UserPublic:  # no I/O of its own: no second thread hop
     return user_public(user)
 
 

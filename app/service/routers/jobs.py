@@ -103,7 +103,7 @@ async def job_events(websocket: WebSocket, job_id: str) -> None:
 
     def snapshot() -> dict[str, Any] | None:
         with app.state.sessionmaker() as s:
-            user = user_for_credential(s, app.state.settings, credential) if credential else None
+            user = user_for_credential(s.connection(), app.state.settings, credential) if credential else None
             job = s.get(Job, job_id) if user is not None and len(job_id) <= 32 else None
             if job is None or user is None or job.user_id != user.id:
                 return None
