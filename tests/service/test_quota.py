@@ -96,3 +96,16 @@ def test_per_minute_burst_limit(request: pytest.FixtureRequest):
         assert [r.status_code for r in codes] in ([202] * 5 + [429] * 2, [202] * 6 + [429])  # a minute may roll over
         last = codes[-1]
         assert last.json()["scope"] == "burst" and 1 <= int(last.headers["Retry-After"]) <= 60
+
+
+def test_a_generate_refused_after_the_count_neither_counts_nor_leaves_a_job(server: Server):
+    """The count and the job are one transaction: a request refused between them (an unknown
+    style) is rolled back whole."""
+    u = server.register()
+    with server.client() as c:
+        ok = c.post("/api/v1/music/generate", headers=auth(u), json=GEN)
+        bad = c.post("/api/v1/music/generate", headers=auth(u), json={**GEN, "style": "no-such-style"})
+        usage = c.get("/api/v1/usage", headers=auth(u)).json()
+    assert ok.status_code == 202 and bad.status_code == 422, bad.text
+    assert bad.json()["code"] == "validation_error" and "style" in bad.json()["detail"]
+    assert usage["requests_today"] == 1 and _count_jobs(server, u["id"]) == 1
