@@ -82,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sessionmaker = db.make_sessionmaker(app.state.engine)
     # For reads that write nothing (the token check of every request): see db.py.
     app.state.read_engine = db.make_engine(settings.database_url, read_only=True)
+    app.state.read_sessionmaker = db.make_sessionmaker(app.state.read_engine)
     app.state.storage = make_storage(settings)
     _install_metrics(app)
     errors.install(app)

@@ -39,8 +39,12 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
 
     An *async* generator on purpose: its teardown (commit/close, sub-millisecond) runs on the
     event loop. A sync generator's teardown needs a thread-pool slot, and with every slot
-    taken by requests queued on SQLite's write lock, the lock holder could never commit."""
-    session = request.app.state.sessionmaker()
+    taken by requests queued on SQLite's write lock, the lock holder could never commit.
+
+    GET and HEAD, which write nothing, get a session on the read-only engine (db.py): on
+    SQLite their reads never queue behind writers, and a write there fails loudly."""
+    safe = request.method in ("GET", "HEAD")
+    session = (request.app.state.read_sessionmaker if safe else request.app.state.sessionmaker)()
     try:
         yield session
         session.commit()

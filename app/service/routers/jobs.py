@@ -101,8 +101,8 @@ async def job_events(websocket: WebSocket, job_id: str) -> None:
     auth = websocket.headers.get("authorization", "")
     credential = websocket.query_params.get("token") or (auth[7:].strip() if auth.lower().startswith("bearer ") else "")
 
-    def snapshot() -> dict[str, Any] | None:
-        with app.state.sessionmaker() as s:
+    def snapshot() -> dict[str, Any] | None:  # every WS_POLL_S: on the read-only engine
+        with app.state.read_sessionmaker() as s:
             user = user_for_credential(s.connection(), app.state.settings, credential) if credential else None
             job = s.get(Job, job_id) if user is not None and len(job_id) <= 32 else None
             if job is None or user is None or job.user_id != user.id:
