@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -16,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.service import API_PREFIX, SERVICE_VERSION, db, errors
-from app.service.jobs import JobRunner, LocalJobRunner, ModelChain, recover
+from app.service.jobs import JobRunner, LocalJobRunner, ModelChain, expire_job_files, recover
 from app.service.routers import auth, health, jobs, music, sync, usage
 from app.service.settings import Settings
 from app.service.storage import make_storage
@@ -44,6 +46,26 @@ def make_runner(settings: Settings, app: FastAPI) -> JobRunner:
                           preload=settings.mode == "remote")  # fmt: skip
 
 
+#: How often finished jobs' old files are looked for (the first time a minute after start).
+SWEEP_EVERY_S = 3600.0
+_FIRST_SWEEP_S = 60.0
+
+
+async def _sweep_job_files(app: FastAPI) -> None:
+    """Remove the stored files of jobs finished more than JOB_FILES_RETENTION_DAYS ago, hourly."""
+    settings = app.state.settings
+    await asyncio.sleep(_FIRST_SWEEP_S)
+    while True:
+        try:
+            n = await anyio.to_thread.run_sync(expire_job_files, app.state.sessionmaker, app.state.storage,
+                                               settings.job_files_days)  # fmt: skip
+            if n:
+                log.info("removed the stored files of %d jobs finished over %g days ago", n, settings.job_files_days)
+        except Exception:  # storage or database down: the next sweep tries again
+            log.warning("the job files sweep failed", exc_info=True)
+        await asyncio.sleep(SWEEP_EVERY_S)
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,9 +83,12 @@ def create_app(settings: Settings) -> FastAPI:
         # in the middle of serving, before).
         gc.collect()
         gc.freeze()
+        sweeper = asyncio.create_task(_sweep_job_files(app)) if settings.job_files_days > 0 else None
         try:
             yield
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
             app.state.runner.shutdown()
             app.state.engine.dispose()
             app.state.read_engine.dispose()

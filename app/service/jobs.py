@@ -22,10 +22,11 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.service.models import Job, utcnow
@@ -412,6 +413,38 @@ class LocalJobRunner:
         # resumes both at the next start.
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.chain.close()
+
+
+#: The message of a finished job whose stored input and result were removed (see below).
+FILES_REMOVED = "its files were removed {days:g} days after it finished"
+
+
+def expire_job_files(factory: sessionmaker[Session], storage: Storage, days: float,
+                     now: datetime | None = None, batch: int = 200) -> int:  # fmt: skip
+    """Remove the stored input and result of jobs that finished more than ``days`` ago, in
+    batches; the job rows stay (status, report, figures) with their keys cleared. Each job's
+    objects are deleted before its keys are cleared, so an interrupted sweep is finished by
+    the next one (deleting a missing object is not an error). Returns the number of jobs.
+    Several API processes may sweep at once: every step is idempotent."""
+    cutoff = (now or utcnow()) - timedelta(days=days)
+    pending = select(Job.id, Job.input_key, Job.result_key).where(
+        Job.status.in_(TERMINAL), Job.updated_at < cutoff,
+        or_(Job.input_key.is_not(None), Job.result_key.is_not(None)),
+    ).limit(batch)  # fmt: skip
+    done = 0
+    while True:
+        with factory() as s:
+            rows = s.execute(pending).all()
+        if not rows:
+            return done
+        for job_id, input_key, result_key in rows:
+            for k in (input_key, result_key):
+                if k:
+                    storage.delete(k)
+            with factory() as s, s.begin():
+                s.execute(update(Job).where(Job.id == job_id)
+                          .values(input_key=None, result_key=None, message=FILES_REMOVED.format(days=days)))  # fmt: skip
+            done += 1
 
 
 def recover(factory: sessionmaker[Session], runner: JobRunner) -> list[str]:

@@ -59,6 +59,7 @@ class Settings:
     job_workers: int = 1
     web_workers: int = 1  # uvicorn processes serving the API (WEB_CONCURRENCY); remote + Celery only
     db_threads: int = 4  # threads for each request's token check and quota count (DB_THREADS)
+    job_files_days: float = 30.0  # finished jobs' stored input/result kept this long; 0: forever
     model_device: str = ""  # the model worker's device (AMC_DEVICE); empty: CUDA > MPS > CPU
     celery_visibility_timeout_s: int = 3600
     login_max_failures: int = 5
@@ -87,6 +88,8 @@ class Settings:
             # Each process would run (and recover) the same local jobs, and SQLite's write
             # queue is per process: several API processes need PostgreSQL and Celery.
             raise SettingsError("WEB_CONCURRENCY > 1 needs MODE=remote, JOB_BACKEND=celery and PostgreSQL")
+        if self.job_files_days < 0:
+            raise SettingsError(f"JOB_FILES_RETENTION_DAYS must be 0 (keep) or more, got {self.job_files_days:g}")
         if self.db_threads < 1:
             raise SettingsError(f"DB_THREADS must be at least 1, got {self.db_threads}")
         if self.job_backend == "celery" and not self.redis_url:
@@ -149,6 +152,7 @@ class Settings:
             job_workers=int(env.get("JOB_WORKERS", "1")),
             web_workers=int(env.get("WEB_CONCURRENCY", "1")),
             db_threads=int(env.get("DB_THREADS", "4")),
+            job_files_days=float(env.get("JOB_FILES_RETENTION_DAYS", "30")),
             model_device=env.get("AMC_DEVICE", "").strip(),
             celery_visibility_timeout_s=int(env.get("CELERY_VISIBILITY_TIMEOUT_S", "3600")),
             login_max_failures=int(env.get("LOGIN_MAX_FAILURES", "5")),

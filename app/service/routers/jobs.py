@@ -71,9 +71,12 @@ def get_job(job_id: str, request: Request, user: CurrentUser, session: SessionDe
 
 
 @router.get("/{job_id}/result", response_class=FileResponse,
-            responses={200: {"content": {"audio/wav": {}}, "description": "the mastered audio"}})  # fmt: skip
+            responses={200: {"content": {"audio/wav": {}}, "description": "the mastered audio"},
+                       410: {"description": "removed JOB_FILES_RETENTION_DAYS after the job finished"}})  # fmt: skip
 def get_result(job_id: str, user: CurrentUser, session: SessionDep, storage: StorageDep) -> Any:
     job = _own_job(session, user.id, job_id)
+    if job.status == "succeeded" and not job.result_key:  # only the retention sweep clears it
+        raise ApiError(410, "result_expired", f"the result is gone: {job.message}")
     if job.status != "succeeded" or not job.result_key:
         raise ApiError(409, "not_ready", f"the job is {job.status}; its result is not available")
     return stored_file(storage, job.result_key, "audio/wav", f"{job.id}-{job.operation}.wav")
