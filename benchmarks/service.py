@@ -209,6 +209,9 @@ def run(backend: str, url: str, clients: int, seconds: float, thinks: list[float
             cpu = service_cpu_s(srv.proc.pid) - cpu0  # type: ignore[union-attr]
             return ms, cpu / len(ms) * 1000.0
 
+        # Warm-up, not measured: every API process compiles its statements and schemas on its
+        # first requests (with --web-workers, one process would otherwise start cold mid-run).
+        run_loop(load(srv.base, tokens, GENERATE, 0.0, 2.0))
         for case in (GENERATE, ME):  # one client, no think time: the service time without queueing
             ms, cpu = measure(1, case, 0.0, min(seconds, 5.0))
             report(backend, case, 1, "0", ms, min(seconds, 5.0), cpu)
@@ -222,6 +225,15 @@ def run(backend: str, url: str, clients: int, seconds: float, thinks: list[float
     return rows
 
 
+def cpu_probe_s() -> float:
+    """Seconds for a fixed pure-Python loop: on a shared host the speed of a core drifts, and
+    runs are comparable only at similar readings."""
+    t0, total = time.perf_counter(), 0
+    for i in range(10_000_000):
+        total += i
+    return time.perf_counter() - t0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=50)
@@ -232,7 +244,8 @@ def main() -> int:
     ap.add_argument("--web-workers", type=int, default=1,
                     help="uvicorn processes for PostgreSQL (WEB_CONCURRENCY; default 1)")  # fmt: skip
     args = ap.parse_args()
-    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
+          f"CPU probe: {cpu_probe_s():.2f} s for 10M Python additions (lower is faster)")  # fmt: skip
     rows: list[tuple] = []
     for backend in args.backend:
         if backend == "sqlite":

@@ -174,30 +174,37 @@ async def get_admin(user: CurrentUser) -> User:
 AdminUser = Annotated[User, Depends(get_admin)]
 
 
-def authenticate_and_count(session: Session, request: Request, settings: Settings,
-                           commit: bool = True) -> tuple[User, quota.QuotaDecision]:  # fmt: skip
+def authenticate_and_count(session: Session, request: Request, settings: Settings) -> tuple[User, quota.QuotaDecision]:
     """The request's user (401 without a valid credential), with the request counted against
     their tier and that count committed; 429 with Retry-After when the quota or the burst
     limit is used up. Runs in a worker thread. The token is checked on the read-only engine,
     so the write transaction on ``session`` (SQLite's write lock) holds the counting
-    statements only. ``commit=False`` leaves an allowed count uncommitted, for the caller to
-    commit with its own writes (one transaction); else ``session`` is left committed and the
-    caller may go on in it (a new transaction)."""
-    user = _user_or_401(_lookup(request, settings, _credential_or_401(request)))
+    statements only; ``session`` is left committed, and the caller may go on in it (a new
+    transaction)."""
+    user = authenticated(request, settings)
     decision = quota.consume(
         session, user.id,
         daily_limit=settings.tier_daily_requests.get(user.tier, 0),
         burst_limit=settings.burst_per_minute,
         now=datetime.now(UTC),
     )  # fmt: skip
-    if commit or not decision.allowed:  # a refused request's count stands
-        session.commit()  # short: SQLite's write lock is held for the counting statements only
+    session.commit()  # short: SQLite's write lock is held for the counting statements only
+    refuse_if_limited(user, decision)
+    return user, decision
+
+
+def authenticated(request: Request, settings: Settings) -> User:
+    """The request's user, looked up in this (worker) thread; 401 without a valid credential."""
+    return _user_or_401(_lookup(request, settings, _credential_or_401(request)))
+
+
+def refuse_if_limited(user: User, decision: quota.QuotaDecision) -> None:
+    """429 with Retry-After and the rate-limit headers when ``decision`` refused the request."""
     if not decision.allowed:
         what = ("the per-minute burst limit" if decision.scope == "burst"
                 else f"the {user.tier} tier's {decision.limit} requests per day")  # fmt: skip
         raise ApiError(429, "rate_limited", f"{what} is used up; retry in {decision.retry_after_s} s",
                        headers=decision.headers(), scope=decision.scope)  # fmt: skip
-    return user, decision
 
 
 def rate_limit_headers(decision: quota.QuotaDecision, response: Response) -> None:

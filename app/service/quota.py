@@ -12,7 +12,18 @@ import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Insert, bindparam, select
+from sqlalchemy import (
+    CTE,
+    Connection,
+    Insert,
+    Select,
+    Table,
+    bindparam,
+    exists,
+    insert,
+    literal,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -103,3 +114,58 @@ def used_today(session: Session, user_id: str, now: datetime | None = None) -> i
         UsageCounter.user_id == user_id, UsageCounter.period == day_period(now)
     )
     return int(session.scalar(q) or 0)
+
+
+@functools.cache
+def _count_then_insert_pg(table: Table) -> Select:
+    """PostgreSQL: the burst count, then the daily count, then the INSERT into ``table``, each
+    only if the one before it went through: one statement (data-modifying CTEs), so in
+    autocommit it is one round trip and atomic. The same row-locking UPSERTs as
+    :func:`_upsert`, so the counts stay exact under concurrency."""
+    uc = UsageCounter.__table__
+    uid = uc.c.user_id
+
+    def counted(period: str, limit: str, after: CTE | None) -> CTE:
+        rows = select(bindparam("user_id", type_=uid.type), bindparam(period, type_=uc.c.period.type), literal(1))
+        if after is not None:
+            rows = rows.where(exists(select(after.c.count)))
+        return (
+            postgresql.insert(uc)
+            .from_select(["user_id", "period", "count"], rows)
+            .on_conflict_do_update(
+                index_elements=[uid, uc.c.period], set_={"count": uc.c.count + 1}, where=uc.c.count < bindparam(limit)
+            )
+            .returning(uc.c.count)
+            .cte(f"counted_{period}")
+        )
+
+    burst = counted("minute", "burst_limit", None)
+    daily = counted("day", "daily_limit", burst)
+    values = select(*[bindparam(f"row_{c.key}", type_=c.type) for c in table.c]).where(exists(select(daily.c.count)))
+    inserted = insert(table).from_select([c.key for c in table.c], values).returning(table.c[0]).cte("inserted")
+    return select(select(burst.c.count).scalar_subquery(), select(daily.c.count).scalar_subquery(),
+                  select(inserted.c[0]).scalar_subquery())  # fmt: skip
+
+
+def consume_and_insert(conn: Connection, user_id: str, table: Table, row: dict[str, object], *,
+                       daily_limit: int, burst_limit: int, now: datetime | None = None) -> QuotaDecision:  # fmt: skip
+    """Count one request and, if it is allowed, insert ``row`` into ``table``: on PostgreSQL
+    one statement on ``conn``, which must be in autocommit (see :func:`_count_then_insert_pg`).
+    A refused request's counts stand, as with :func:`consume`."""
+    assert conn.dialect.name == "postgresql" and daily_limit > 0 and burst_limit > 0
+    now = now or datetime.now(UTC)
+    midnight = _next_midnight(now)
+    params: dict[str, object] = {"user_id": user_id, "minute": minute_period(now), "day": day_period(now),
+                                 "burst_limit": burst_limit, "daily_limit": daily_limit}  # fmt: skip
+    params.update({f"row_{k}": v for k, v in row.items()})
+    burst, count, _ = conn.execute(_count_then_insert_pg(table), params).one()
+    if burst is None:
+        used = int(conn.scalar(select(UsageCounter.count).where(
+            UsageCounter.user_id == user_id, UsageCounter.period == day_period(now))) or 0)  # fmt: skip
+        minute_end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        return QuotaDecision(False, daily_limit, max(0, daily_limit - used), int(midnight.timestamp()),
+                             max(1, int((minute_end - now).total_seconds() + 0.999)), "burst")  # fmt: skip
+    if count is None:
+        return QuotaDecision(False, daily_limit, 0, int(midnight.timestamp()),
+                             max(1, int((midnight - now).total_seconds() + 0.999)), "daily")  # fmt: skip
+    return QuotaDecision(True, daily_limit, daily_limit - int(count), int(midnight.timestamp()), 0, "daily")

@@ -88,14 +88,17 @@ def test_admin_changes_tiers_and_the_new_quota_applies(server: Server):
         assert c.get("/api/v1/usage", headers=auth(user)).json()["storage_limit_bytes"] == 10 << 30
 
 
-def test_per_minute_burst_limit(request: pytest.FixtureRequest):
-    with running_server("sqlite", request, RATE_BURST_PER_MINUTE="5") as srv:
+def test_per_minute_burst_limit(backend: str, request: pytest.FixtureRequest):
+    with running_server(backend, request, RATE_BURST_PER_MINUTE="5") as srv:
         u = srv.register()
         with srv.client() as c:
             codes = [c.post("/api/v1/music/generate", headers=auth(u), json=GEN) for _ in range(7)]
         assert [r.status_code for r in codes] in ([202] * 5 + [429] * 2, [202] * 6 + [429])  # a minute may roll over
         last = codes[-1]
         assert last.json()["scope"] == "burst" and 1 <= int(last.headers["Retry-After"]) <= 60
+        accepted = sum(r.status_code == 202 for r in codes)
+        assert last.headers["X-RateLimit-Remaining"] == str(100 - accepted)  # the day's count, untouched
+        assert _count_jobs(srv, u["id"]) == accepted  # a refused request leaves no job
 
 
 def test_a_generate_refused_after_the_count_neither_counts_nor_leaves_a_job(server: Server):
