@@ -101,9 +101,8 @@ def test_per_minute_burst_limit(backend: str, request: pytest.FixtureRequest):
         assert _count_jobs(srv, u["id"]) == accepted  # a refused request leaves no job
 
 
-def test_a_generate_refused_after_the_count_neither_counts_nor_leaves_a_job(server: Server):
-    """The count and the job are one transaction: a request refused between them (an unknown
-    style) is rolled back whole."""
+def test_a_generate_with_a_bad_style_neither_counts_nor_leaves_a_job(server: Server):
+    """A request refused for its body (an unknown style) is refused before anything is counted."""
     u = server.register()
     with server.client() as c:
         ok = c.post("/api/v1/music/generate", headers=auth(u), json=GEN)
