@@ -9,6 +9,7 @@ Works on SQLite (>= 3.35) and PostgreSQL.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -93,22 +94,28 @@ def consume(session: Session, user_id: str, *, daily_limit: int, burst_limit: in
             now: datetime | None = None) -> QuotaDecision:  # fmt: skip
     """Count one request against the burst window then the day; commits nothing itself."""
     now = now or datetime.now(UTC)
+    burst = _increment(session, user_id, minute_period(now), burst_limit)
+    count = _increment(session, user_id, day_period(now), daily_limit) if burst is not None else None
+    return _decision(now, daily_limit, burst, count, lambda: used_today(session, user_id, now))
+
+
+def _decision(now: datetime, daily_limit: int, burst: int | None, count: int | None,
+              used: Callable[[], int]) -> QuotaDecision:  # fmt: skip
+    """The decision for a request whose burst count came back ``burst`` and daily count
+    ``count`` (None: that limit refused it; ``used`` reads the day's count for a burst refusal)."""
     midnight = _next_midnight(now)
     reset = int(midnight.timestamp())
-    minute_end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    burst = _increment(session, user_id, minute_period(now), burst_limit)
     if burst is None:
-        used = used_today(session, user_id, now)
-        return QuotaDecision(False, daily_limit, max(0, daily_limit - used), reset,
+        minute_end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        return QuotaDecision(False, daily_limit, max(0, daily_limit - used()), reset,
                              max(1, int((minute_end - now).total_seconds() + 0.999)), "burst")  # fmt: skip
-    count = _increment(session, user_id, day_period(now), daily_limit)
     if count is None:
         return QuotaDecision(False, daily_limit, 0, reset,
                              max(1, int((midnight - now).total_seconds() + 0.999)), "daily")  # fmt: skip
     return QuotaDecision(True, daily_limit, daily_limit - count, reset, 0, "daily")
 
 
-def used_today(session: Session, user_id: str, now: datetime | None = None) -> int:
+def used_today(session: Session | Connection, user_id: str, now: datetime | None = None) -> int:
     now = now or datetime.now(UTC)
     q = select(UsageCounter.count).where(
         UsageCounter.user_id == user_id, UsageCounter.period == day_period(now)
@@ -154,18 +161,8 @@ def consume_and_insert(conn: Connection, user_id: str, table: Table, row: dict[s
     A refused request's counts stand, as with :func:`consume`."""
     assert conn.dialect.name == "postgresql" and daily_limit > 0 and burst_limit > 0
     now = now or datetime.now(UTC)
-    midnight = _next_midnight(now)
     params: dict[str, object] = {"user_id": user_id, "minute": minute_period(now), "day": day_period(now),
                                  "burst_limit": burst_limit, "daily_limit": daily_limit}  # fmt: skip
     params.update({f"row_{k}": v for k, v in row.items()})
     burst, count, _ = conn.execute(_count_then_insert_pg(table), params).one()
-    if burst is None:
-        used = int(conn.scalar(select(UsageCounter.count).where(
-            UsageCounter.user_id == user_id, UsageCounter.period == day_period(now))) or 0)  # fmt: skip
-        minute_end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        return QuotaDecision(False, daily_limit, max(0, daily_limit - used), int(midnight.timestamp()),
-                             max(1, int((minute_end - now).total_seconds() + 0.999)), "burst")  # fmt: skip
-    if count is None:
-        return QuotaDecision(False, daily_limit, 0, int(midnight.timestamp()),
-                             max(1, int((midnight - now).total_seconds() + 0.999)), "daily")  # fmt: skip
-    return QuotaDecision(True, daily_limit, daily_limit - int(count), int(midnight.timestamp()), 0, "daily")
+    return _decision(now, daily_limit, burst, count, lambda: used_today(conn, user_id, now))
