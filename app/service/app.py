@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.service import API_PREFIX, SERVICE_VERSION, db, errors
+from app.service.blobs import sweep_unreferenced
 from app.service.jobs import JobRunner, LocalJobRunner, ModelChain, expire_job_files, recover
 from app.service.routers import auth, health, jobs, music, sync, usage
 from app.service.settings import Settings
@@ -46,23 +47,35 @@ def make_runner(settings: Settings, app: FastAPI) -> JobRunner:
                           preload=settings.mode == "remote")  # fmt: skip
 
 
-#: How often finished jobs' old files are looked for (the first time a minute after start).
+#: How often the housekeeping runs (the first time a minute after start).
 SWEEP_EVERY_S = 3600.0
 _FIRST_SWEEP_S = 60.0
 
 
-async def _sweep_job_files(app: FastAPI) -> None:
-    """Remove the stored files of jobs finished more than JOB_FILES_RETENTION_DAYS ago, hourly."""
-    settings = app.state.settings
-    await asyncio.sleep(_FIRST_SWEEP_S)
-    while True:
+def _housekeeping(app: FastAPI) -> None:
+    """Remove the stored files of jobs finished more than JOB_FILES_RETENTION_DAYS ago, and
+    free sync blobs uploaded over a day ago that no revision names. Each part on its own:
+    one failing (storage or database down) does not stop the other; the next run retries."""
+    settings, factory, storage = app.state.settings, app.state.sessionmaker, app.state.storage
+    if settings.job_files_days > 0:
         try:
-            n = await anyio.to_thread.run_sync(expire_job_files, app.state.sessionmaker, app.state.storage,
-                                               settings.job_files_days)  # fmt: skip
+            n = expire_job_files(factory, storage, settings.job_files_days)
             if n:
                 log.info("removed the stored files of %d jobs finished over %g days ago", n, settings.job_files_days)
-        except Exception:  # storage or database down: the next sweep tries again
+        except Exception:
             log.warning("the job files sweep failed", exc_info=True)
+    try:
+        n, size = sweep_unreferenced(factory, storage)
+        if n:
+            log.info("freed %d sync blobs (%d bytes) that no revision names", n, size)
+    except Exception:
+        log.warning("the unreferenced blobs sweep failed", exc_info=True)
+
+
+async def _sweep(app: FastAPI) -> None:
+    await asyncio.sleep(_FIRST_SWEEP_S)
+    while True:
+        await anyio.to_thread.run_sync(_housekeeping, app)
         await asyncio.sleep(SWEEP_EVERY_S)
 
 
@@ -83,12 +96,11 @@ def create_app(settings: Settings) -> FastAPI:
         # in the middle of serving, before).
         gc.collect()
         gc.freeze()
-        sweeper = asyncio.create_task(_sweep_job_files(app)) if settings.job_files_days > 0 else None
+        sweeper = asyncio.create_task(_sweep(app))
         try:
             yield
         finally:
-            if sweeper is not None:
-                sweeper.cancel()
+            sweeper.cancel()
             app.state.runner.shutdown()
             app.state.engine.dispose()
             app.state.read_engine.dispose()

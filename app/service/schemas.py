@@ -141,6 +141,14 @@ class ProjectPublic(BaseModel):
     updated_at: datetime
 
 
+class ProjectDeleted(BaseModel):
+    id: str
+    name: str
+    revisions_deleted: int
+    blobs_freed: int = Field(0, description="media blobs no other project names, deleted with it")
+    bytes_freed: int = 0
+
+
 class RevisionPush(BaseModel):
     model_config = ConfigDict(extra="forbid")
     base_revision: int = Field(ge=0, description="the revision this edit started from")

@@ -94,12 +94,15 @@ def test_retention_setting():
         Settings.from_env({**env, "JOB_FILES_RETENTION_DAYS": "-1"})
 
 
-def test_the_service_sweeps_on_a_schedule_and_survives_a_failed_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+@pytest.mark.parametrize("days", [7, 0])
+def test_the_service_sweeps_on_a_schedule_and_survives_a_failed_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       days: int):  # fmt: skip
     import asyncio
 
     from app.service import app as service_app
 
     calls: list[float] = []
+    blob_sweeps: list[int] = []
 
     def sweep(_factory: object, _storage: object, days: float) -> int:
         calls.append(days)
@@ -107,19 +110,30 @@ def test_the_service_sweeps_on_a_schedule_and_survives_a_failed_sweep(tmp_path: 
             raise OSError("storage unreachable")  # logged; the next sweep runs anyway
         return 0
 
+    def sweep_blobs(_factory: object, _storage: object) -> tuple[int, int]:
+        blob_sweeps.append(1)
+        if len(blob_sweeps) == 2:
+            raise OSError("database unreachable")  # logged; the job files sweep still runs
+        return 0, 0
+
     monkeypatch.setattr(service_app, "_FIRST_SWEEP_S", 0.0)
     monkeypatch.setattr(service_app, "SWEEP_EVERY_S", 0.05)
     monkeypatch.setattr(service_app, "expire_job_files", sweep)
+    monkeypatch.setattr(service_app, "sweep_unreferenced", sweep_blobs)
     settings = Settings(mode="remote", database_url=f"sqlite:///{tmp_path / 's.db'}", secret_key="k" * 40,
-                        storage_dir=tmp_path / "storage", job_files_days=7)  # fmt: skip
+                        storage_dir=tmp_path / "storage", job_files_days=days)  # fmt: skip
     app = service_app.create_app(settings)
 
     async def run_a_while() -> None:
-        task = asyncio.create_task(service_app._sweep_job_files(app))
+        task = asyncio.create_task(service_app._sweep(app))
         await asyncio.sleep(0.4)
         task.cancel()
 
     asyncio.run(run_a_while())
-    assert len(calls) >= 3 and set(calls) == {7}
+    assert len(blob_sweeps) >= 3  # unreferenced sync blobs are swept whatever the retention
+    if days:
+        assert len(calls) >= 3 and set(calls) == {days}
+    else:  # JOB_FILES_RETENTION_DAYS=0 keeps job files forever
+        assert calls == []
     app.state.engine.dispose()
     app.state.read_engine.dispose()

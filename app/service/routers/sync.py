@@ -15,10 +15,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
+from app.service.blobs import blob_key, free_unreferenced, lock_blobs, media_of
 from app.service.deps import (
     CommittingRoute,
     CurrentUser,
@@ -30,8 +31,13 @@ from app.service.deps import (
 from app.service.errors import ApiError, not_found
 from app.service.models import Blob, Project, ProjectRevision
 from app.service.routers.usage import storage_used
-from app.service.schemas import ProjectCreate, ProjectPublic, RevisionPublic, RevisionPush
-from app.service.storage import key
+from app.service.schemas import (
+    ProjectCreate,
+    ProjectDeleted,
+    ProjectPublic,
+    RevisionPublic,
+    RevisionPush,
+)
 
 router = APIRouter(prefix="/sync", tags=["sync"], route_class=CommittingRoute)
 
@@ -46,10 +52,6 @@ def _check_sha(sha256: str) -> str:
     if not _SHA256.match(sha256):
         raise ApiError(422, "invalid_blob_name", "a blob is named by its lower-case hex SHA-256")
     return sha256
-
-
-def _blob_key(user_id: str, sha256: str) -> str:
-    return key("blobs", user_id, sha256[:2], sha256)
 
 
 def _project_public(p: Project) -> ProjectPublic:
@@ -108,26 +110,32 @@ async def put_blob(sha256: str, request: Request, user: CurrentUser, settings: S
                 f.write(chunk)
         if digest.hexdigest() != sha256:
             raise ApiError(422, "hash_mismatch", "the body's SHA-256 is not the blob's name")
-        await run_in_threadpool(storage.put_file, _blob_key(user.id, sha256), path)
+        blob = blob_key(user.id, sha256)
+        await run_in_threadpool(storage.put_file, blob, path)
 
-    def record() -> int:
-        with factory() as s:
-            try:
-                s.add(Blob(user_id=user.id, sha256=sha256, size=size))
-                s.commit()
-            except IntegrityError:  # the same blob uploaded twice at once: same content, fine
-                s.rollback()
-                return 200
-        return 201
+        def record() -> int:
+            with factory() as s:
+                try:
+                    lock_blobs(s, user.id, exclusive=False)
+                    s.add(Blob(user_id=user.id, sha256=sha256, size=size))
+                    s.commit()
+                except IntegrityError:  # the same blob uploaded twice at once: same content, fine
+                    s.rollback()
+                    return 200
+            # Freeing an unreferenced blob of the same content may have deleted the object
+            # between our write and our row (blobs.py): the row is in, so write it again.
+            if not storage.exists(blob):
+                storage.put_file(blob, path)
+            return 201
 
-    return Response(status_code=await run_in_threadpool(record))
+        return Response(status_code=await run_in_threadpool(record))
 
 
 @router.get("/blobs/{sha256}", response_class=FileResponse)
 def get_blob(sha256: str, user: CurrentUser, session: SessionDep, storage: StorageDep) -> Any:
     if _own_blob(session, user.id, _check_sha(sha256)) is None:
         raise not_found("blob")
-    return stored_file(storage, _blob_key(user.id, sha256), "application/octet-stream")
+    return stored_file(storage, blob_key(user.id, sha256), "application/octet-stream")
 
 
 @router.post("/projects", status_code=201, response_model=ProjectPublic)
@@ -172,6 +180,7 @@ def push_revision(project_id: str, body: RevisionPush, user: CurrentUser, sessio
     p = session.scalar(select(Project).where(Project.id == project_id).with_for_update()) if len(project_id) <= 32 else None
     if p is None or p.user_id != user.id:
         raise not_found("project")
+    lock_blobs(session, user.id, exclusive=False)  # the blobs checked below stay until the commit
     if body.base_revision != p.head_revision:
         raise ApiError(409, "stale_revision",
                        f"the project is at revision {p.head_revision}, your edit is based on {body.base_revision}; "
@@ -193,3 +202,19 @@ def push_revision(project_id: str, body: RevisionPush, user: CurrentUser, sessio
     session.add(r)
     session.flush()
     return _revision_public(p, r)
+
+
+@router.delete("/projects/{project_id}", response_model=ProjectDeleted)
+def delete_project(project_id: str, request: Request, user: CurrentUser, session: SessionDep,
+                   storage: StorageDep) -> ProjectDeleted:  # fmt: skip
+    """Delete a server project with all its revisions, and free the media only it named (any
+    other project's revisions keep theirs). Copies on the musician's machines are untouched."""
+    p = _own_project(session, user.id, project_id)
+    columns = list(session.scalars(select(ProjectRevision.media).where(ProjectRevision.project_id == p.id)))
+    gone = ProjectDeleted(id=p.id, name=p.name, revisions_deleted=len(columns))
+    session.execute(delete(ProjectRevision).where(ProjectRevision.project_id == p.id))
+    session.execute(delete(Project).where(Project.id == p.id))
+    session.commit()  # the project is gone before any blob is freed
+    gone.blobs_freed, gone.bytes_freed = free_unreferenced(request.app.state.sessionmaker, storage, user.id,
+                                                           candidates=media_of(columns))  # fmt: skip
+    return gone
