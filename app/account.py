@@ -243,6 +243,12 @@ class AccountClient:
         """One server project (as in :meth:`list_projects`); AccountError 404 when it is gone."""
         return dict(self._call("GET", f"/api/v1/sync/projects/{project_id}").json())
 
+    def delete_project(self, project_id: str) -> dict[str, Any]:
+        """Delete a server project and its revisions; the media only it named are freed.
+        Local folders are not touched (one linked to it is told so at its next sync).
+        Returns ``{"id", "name", "revisions_deleted", "blobs_freed", "bytes_freed"}``."""
+        return dict(self._call("DELETE", f"/api/v1/sync/projects/{project_id}").json())
+
     def push_project(self, folder: Path, *, progress: Progress | None = None) -> SyncResult:
         """Push ``Name.amcproj/``: upload the media blobs the server lacks (HEAD first), then
         project.json as a new revision on top of the last one this folder pulled or pushed.
@@ -327,7 +333,9 @@ class AccountClient:
         * changed on the server only: fast-forward pull (``"pulled"``, ``project_changed``);
         * changed on both: raise :class:`SyncConflictError` carrying both revisions, or, when
           ``keep`` is given, resolve as :meth:`resolve_conflict` does (``"kept_mine"`` ...);
-        * neither: nothing travels (``"up_to_date"``).
+        * neither: nothing travels (``"up_to_date"``);
+        * the server project was deleted: AccountError ``project_deleted`` (the folder is left
+          as it is), or with ``keep="mine"`` a push as a new server project (``"pushed"``).
 
         "Changed here" means project.json or a file of media/ or renders/ differs from what
         the last sync recorded; "on the server" means its head is not this copy's base revision.
@@ -340,7 +348,18 @@ class AccountClient:
         if not project_id:
             return self.push_project(folder, progress=report)
         report(0.0, "connecting")
-        info = self.get_project(project_id)
+        try:
+            info = self.get_project(project_id)
+        except AccountError as e:
+            if e.status != 404:
+                raise
+            if keep != "mine":
+                raise AccountError(f"the server project {folder.name} was synced with has been deleted; this "
+                                   "folder is unchanged. To upload it again as a new server project, sync "
+                                   "with keep mine (`amc sync FOLDER --keep mine`)", status=404,
+                                   code="project_deleted") from e  # fmt: skip
+            _write_state(folder, {k: v for k, v in state.items() if k not in ("project_id", "revision")})
+            return self.push_project(folder, progress=report)
         head, base = int(info["head_revision"]), int(state.get("revision", 0))
         local_changed = self._local_changed(folder, state, doc)
         if head == base:
@@ -444,8 +463,23 @@ class AccountClient:
             uploaded += 1
         report(0.92, "saving the revision")
         media = {name: v[0] for name, v in files.items()}
-        r = self._call("POST", f"/api/v1/sync/projects/{project_id}/revisions", ok=(201,),
-                       json={"base_revision": base, "project": json.loads(doc), "media": media})  # fmt: skip
+        path, body = f"/api/v1/sync/projects/{project_id}/revisions", {"base_revision": base,
+                                                                       "project": json.loads(doc), "media": media}  # fmt: skip
+        try:
+            r = self._call("POST", path, ok=(201,), json=body)
+        except AccountError as e:
+            # A blob the server had when we asked was freed since (its last project deleted
+            # elsewhere): upload what it now lacks, once, and push again.
+            if e.code != "missing_blobs":
+                raise
+            by_sha = {sha: name for name, sha in media.items()}
+            for sha in e.body.get("missing") or []:
+                if sha not in by_sha:
+                    raise
+                with (folder / by_sha[sha]).open("rb") as f:
+                    self._call("PUT", f"/api/v1/sync/blobs/{sha}", ok=(200, 201), data=f)
+                uploaded, skipped = uploaded + 1, max(0, skipped - 1)
+            r = self._call("POST", path, ok=(201,), json=body)
         number = int(r.json()["number"])
         _write_state(folder, {**state, "server": self.server, "revision": number,
                               "project_sha256": hashlib.sha256(doc).hexdigest(), "files": files})  # fmt: skip

@@ -154,8 +154,20 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _find_project(projects: list[dict], ref: str) -> dict:  # type: ignore[type-arg]
+    """The project whose id or exact name is ``ref`` (an id wins over a name)."""
+    from app.account import AccountError
+
+    match = sorted((p for p in projects if ref in (p["id"], p["name"])), key=lambda p: p["id"] != ref)
+    if not match:
+        raise AccountError(f"no project {ref!r} on this account: `amc projects` lists them", code="not_found")
+    return match[0]
+
+
 @_account_call
 def cmd_projects(args: argparse.Namespace) -> int:
+    if args.delete:
+        return _delete_project(args)
     rows = _client(args).list_projects()
     if not rows:
         print(f"no projects on this account at {args.server} yet: `amc sync FOLDER` uploads one")
@@ -171,21 +183,33 @@ def cmd_projects(args: argparse.Namespace) -> int:
 def cmd_clone(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from app.account import AccountError
 
     c = _client(args)
-    projects = c.list_projects()
-    match = [p for p in projects if args.project in (p["id"], p["name"])]
-    match.sort(key=lambda p: p["id"] != args.project)  # an id wins over a name
-    if not match:
-        message = f"no project {args.project!r} on this account: `amc projects` lists them"
-        raise AccountError(message, code="not_found")
+    project = _find_project(c.list_projects(), args.project)
     bar = _progress_bar(args)
     try:
-        r = c.clone_project(match[0]["id"], Path(args.dest), revision=args.revision, progress=bar)
+        r = c.clone_project(project["id"], Path(args.dest), revision=args.revision, progress=bar)
     finally:
         bar.close()
     _say_result(args.dest, r)
+    return 0
+
+
+def _delete_project(args: argparse.Namespace) -> int:
+    c = _client(args)
+    p = _find_project(c.list_projects(), args.delete)
+    what = f"'{p['name']}' ({p['head_revision']} revisions) from {args.server}"
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print(f"amc projects: deleting {what} needs --yes (nothing was deleted)", file=sys.stderr)
+            return 2
+        answer = input(f"Delete {what}? Folders on your computers are not touched. [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing was deleted")
+            return 1
+    gone = c.delete_project(p["id"])
+    print(f"deleted {what}; {gone['blobs_freed']} media no other project uses freed "
+          f"({gone['bytes_freed'] / 1e6:.1f} MB)")  # fmt: skip
     return 0
 
 
@@ -226,11 +250,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--keep", choices=["mine", "theirs", "both"], default=None,
                    help="on a conflict: mine = push yours on top (theirs stays in the history); theirs = take "
                         "the server's (yours kept as project.local-<time>.json); both = push yours as a "
-                        "separate server project")  # fmt: skip
+                        "separate server project. If the server project was deleted, mine uploads this folder as a new one")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sync)
-    account_parser("projects", "list the projects on the account (id, revision, last update, name)"
-                   ).set_defaults(func=cmd_projects)  # fmt: skip
+    p = account_parser("projects", "list the projects on the account (id, revision, last update, name)")
+    p.add_argument("--delete", metavar="PROJECT", default=None,
+                   help="delete the project (id or exact name) and its revisions from the server, freeing "
+                        "the media no other project uses; folders on your computers are not touched")  # fmt: skip
+    p.add_argument("--yes", action="store_true", help="with --delete: do not ask")
+    p.set_defaults(func=cmd_projects)
     p = account_parser("clone", "download a server project into a new folder (a second machine)")
     p.add_argument("project", metavar="PROJECT",
                    help="the project's id (or its exact name; see `amc projects`)")  # fmt: skip

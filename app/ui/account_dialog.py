@@ -20,7 +20,10 @@ overwritten: the dialog offers (:meth:`~app.account.AccountClient.resolve_confli
 
 *Projects on this account* lists the server projects; *Download…* clones one into a new
 folder (:meth:`~app.account.AccountClient.clone_project`) and offers to open it
-(``open_requested``).
+(``open_requested``); *Delete…* (after asking) deletes one from the server, freeing the
+media no other project uses. A folder whose server project was deleted is told so at its
+next sync, with *Upload again* (a new server project) as the only choice; nothing local
+changes until then.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QRadioButton,
@@ -272,6 +276,8 @@ class AccountDialog(QDialog):
     "skipped_blobs", "downloaded_blobs", "reload" (True when project.json on disk changed: reopen
     it), "backup" (where unsynced local edits were kept, or None), "name", "usage", "projects"}``;
     ``downloaded(result)`` (same keys, ``action="cloned"``) when *Download…* made a new folder;
+    ``deleted_remote(result)`` (``{"id", "name", "revisions_deleted", "blobs_freed",
+    "bytes_freed", "usage", "projects"}``) when *Delete…* removed a server project;
     ``open_requested(folder)`` when the musician asks to open a downloaded project.
     ``before_sync`` (optional) is called on the UI thread when *Sync now* is pressed, before
     anything is read: the main window saves the open project there and returns its folder
@@ -283,6 +289,7 @@ class AccountDialog(QDialog):
     signed_out = Signal()
     synced = Signal(dict)
     downloaded = Signal(dict)
+    deleted_remote = Signal(dict)
     open_requested = Signal(str)
 
     def __init__(self, parent: QWidget | None = None, *, project_folder: Path | None = None,
@@ -518,8 +525,12 @@ class AccountDialog(QDialog):
         self.refresh_projects_button = QPushButton("Refresh")
         self.download_button = QPushButton("Download…")
         self.download_button.setToolTip("Download the selected project into a new folder here")
+        self.delete_button = QPushButton("Delete…")
+        self.delete_button.setToolTip("Delete the selected project from the server (its revisions, and the "
+                                      "media no other project uses); folders on your computers stay")  # fmt: skip
         row.addWidget(self.refresh_projects_button)
         row.addWidget(self.download_button)
+        row.addWidget(self.delete_button)
         v.addLayout(row)
         self.download_progress = QProgressBar()
         self.download_progress.setRange(0, 1000)
@@ -538,6 +549,7 @@ class AccountDialog(QDialog):
         v.addLayout(done)
         self.refresh_projects_button.clicked.connect(self._refresh_projects)
         self.download_button.clicked.connect(self._download)
+        self.delete_button.clicked.connect(self._delete_remote)
         self.projects_list.itemDoubleClicked.connect(lambda *_: self._download())
         self.projects_list.itemSelectionChanged.connect(self._update_download_enabled)
         self.open_download_button.clicked.connect(self._open_downloaded)
@@ -579,7 +591,7 @@ class AccountDialog(QDialog):
         self.busy.setVisible(busy)
         for w in (self.sign_in_button, self.sign_out_button, self.sync_button, self.keep_mine_button,
                   self.keep_theirs_button, self.keep_both_button, self.server_box,
-                  self.refresh_projects_button, self.download_button):  # fmt: skip
+                  self.refresh_projects_button, self.download_button, self.delete_button):  # fmt: skip
             w.setEnabled(not busy)
         if not busy:
             self._update_sync_enabled()
@@ -588,6 +600,7 @@ class AccountDialog(QDialog):
     def _update_download_enabled(self) -> None:
         chosen = bool(self.projects_list.selectedItems())
         self.download_button.setEnabled(chosen and not self.tasks.active())
+        self.delete_button.setEnabled(chosen and not self.tasks.active())
 
     def set_project_folder(self, folder: Path | None) -> None:
         """The project *Sync now* syncs (the main window calls this after opening another one)."""
@@ -831,6 +844,10 @@ class AccountDialog(QDialog):
                 r = client.sync_project(folder, progress=progress)
             except SyncConflictError as e:
                 return {"conflict": True, "base": e.base_revision, "head": e.head_revision}
+            except AccountError as e:
+                if e.code != "project_deleted":
+                    raise
+                return {"conflict": True, "deleted": True}
             return _result_dict(r, client, kind)
 
         self._say(f"Syncing {folder.name}…")
@@ -840,13 +857,24 @@ class AccountDialog(QDialog):
     def _on_synced(self, result: dict[str, Any]) -> None:
         if result.get("conflict"):
             self._conflict = result
-            self.conflict_label.setText(
-                f"<b>This project changed here and on the server</b> since this copy last synced (this copy is "
-                f"based on revision {result['base']}, the server has revision {result['head']}). Nothing was "
-                "overwritten. Which version do you want to keep?")  # fmt: skip
+            deleted = bool(result.get("deleted"))
+            if deleted:
+                self.conflict_label.setText(
+                    "<b>The server project this folder synced with has been deleted</b> (from another "
+                    "computer, or Delete… below). Nothing here changed. Upload this folder again as a new "
+                    "server project?")  # fmt: skip
+            else:
+                self.conflict_label.setText(
+                    f"<b>This project changed here and on the server</b> since this copy last synced (this copy "
+                    f"is based on revision {result['base']}, the server has revision {result['head']}). Nothing "
+                    "was overwritten. Which version do you want to keep?")  # fmt: skip
+            self.keep_mine_button.setText("Upload again" if deleted else "Keep mine")
+            self.keep_theirs_button.setVisible(not deleted)
+            self.keep_both_button.setVisible(not deleted)
             self.conflict_box.show()
             self._fit()
-            self._say("Sync conflict: choose which version to keep, above.", error=True)
+            self._say("The server copy is gone: see above." if deleted
+                      else "Sync conflict: choose which version to keep, above.", error=True)  # fmt: skip
             return
         self._conflict = None
         self.conflict_box.hide()
@@ -884,15 +912,20 @@ class AccountDialog(QDialog):
             return
         client, folder = setup
         kind = self.kind
+        deleted = bool(self._conflict.get("deleted"))
 
         def job(*, server: str, progress: Any) -> dict[str, Any]:
             try:
-                r = client.resolve_conflict(folder, choice, progress=progress)  # type: ignore[arg-type]
+                if deleted:  # upload again, as a new server project
+                    r = client.sync_project(folder, keep="mine", progress=progress)
+                else:
+                    r = client.resolve_conflict(folder, choice, progress=progress)  # type: ignore[arg-type]
             except SyncConflictError as e:  # someone pushed again meanwhile
                 return {"conflict": True, "base": e.base_revision, "head": e.head_revision}
             return _result_dict(r, client, kind)
 
-        self._say({"mine": "Keeping your version…", "theirs": "Downloading the server's version…",
+        self._say("Uploading this folder again…" if deleted else
+                  {"mine": "Keeping your version…", "theirs": "Downloading the server's version…",
                    "both": "Keeping both versions…"}[choice])  # fmt: skip
         self._submit(f"account: keep {choice}", job, self._on_synced, bar=self.sync_progress,
                      server=self._server_name(client))  # fmt: skip
@@ -952,6 +985,37 @@ class AccountDialog(QDialog):
         self._say(f"Downloading {project['name']}…")
         self._submit("account: download", job, self._on_downloaded, bar=self.download_progress,
                      server=self._server_name(client))  # fmt: skip
+
+    def _delete_remote(self) -> None:
+        client, items = self._client, self.projects_list.selectedItems()
+        if client is None or not items or self.tasks.active():
+            return
+        project = dict(items[0].data(0, Qt.ItemDataRole.UserRole))
+        name, revisions = str(project["name"]), int(project["head_revision"])
+        answer = QMessageBox.question(
+            self, "Delete from the server",
+            f"Delete “{name}” and its {revisions} revision{'s' if revisions != 1 else ''} from "
+            f"{self._display_server()}?\n\nFolders on your computers are not touched; a copy that syncs "
+            "with it will offer to upload itself again. Media no other project uses is freed.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Cancel)  # fmt: skip
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+
+        def job(*, server: str, progress: Any) -> dict[str, Any]:
+            gone = client.delete_project(str(project["id"]))
+            return {**gone, "usage": client.usage(), "projects": client.list_projects()}
+
+        self._say(f"Deleting {name} from the server…")
+        self._submit("account: delete", job, self._on_deleted_remote, server=self._server_name(client))
+
+    def _on_deleted_remote(self, result: dict[str, Any]) -> None:
+        self._show_projects(result["projects"])
+        if self.info is not None:
+            self.info = {**self.info, "usage": result["usage"]}
+            self._show_usage(result["usage"])
+        freed = f"; {_human_bytes(int(result['bytes_freed']))} of media freed" if result["blobs_freed"] else ""
+        self._say(f"Deleted “{result['name']}” from the server{freed}.", ok=True)
+        self.deleted_remote.emit(result)
 
     def _on_downloaded(self, result: dict[str, Any]) -> None:
         self._downloaded_folder = Path(result["folder"])

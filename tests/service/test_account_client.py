@@ -473,3 +473,72 @@ def test_cancel_from_progress_stops_before_anything_changes(server: Server, memo
     with pytest.raises(Stop):
         c.clone_project(pid, clone, progress=stop_at("downloading media 2/2"))
     assert not clone.exists()
+
+
+def test_a_project_deleted_on_the_server(server: Server, memory_keyring: MemoryKeyring, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]):  # fmt: skip
+    """Deleting frees the server's copy only: a second machine's folder is left as it is, its
+    next sync says so, and keep-mine uploads it again as a new server project."""
+    u = server.register()
+    parser = argparse.ArgumentParser(prog="amc")
+    add_commands(parser.add_subparsers(dest="command"))
+
+    def amc(*argv: str) -> int:
+        args = parser.parse_args([*argv, "--server", server.base])
+        return int(args.func(args))
+
+    a, b = machine(server.base, u["email"]), machine(server.base, u["email"])
+    kick, snare = os.urandom(40_000), os.urandom(20_000)
+    pa = song(tmp_path / "a" / "Song.amcproj", media={"kick.wav": kick, "snare.wav": snare}, doc={"n": 1})
+    with a.active() as ca:
+        old_id = ca.push_project(pa).project_id
+    pb = tmp_path / "b" / "Song.amcproj"
+    with b.active() as cb:
+        cb.clone_project(old_id, pb)
+        assert cb.usage()["storage_bytes"] == 60_000
+
+    with a.active():
+        assert amc("projects", "--delete", "Song.amcproj") == 2  # no terminal to ask: needs --yes
+        assert "needs --yes" in capsys.readouterr().err
+        assert amc("projects", "--delete", "Song.amcproj", "--yes") == 0
+        out = capsys.readouterr().out
+        assert "deleted 'Song.amcproj' (1 revisions)" in out and "2 media no other project uses freed (0.1 MB)" in out
+        assert amc("projects", "--delete", "Song.amcproj", "--yes") == 1
+        assert "no project 'Song.amcproj'" in capsys.readouterr().err
+
+    edit(pb, n=2)
+    before = _snapshot(pb)
+    with b.active() as cb:
+        assert cb.usage()["storage_bytes"] == 0 and cb.list_projects() == []
+        with pytest.raises(AccountError, match="has been deleted") as e:
+            cb.sync_project(pb)
+        assert e.value.code == "project_deleted"
+        assert _snapshot(pb) == before  # the folder is left as it is
+        r = cb.sync_project(pb, keep="mine")
+        assert (r.action, r.revision, r.uploaded_blobs) == ("pushed", 1, 2) and r.project_id != old_id
+        assert [(p["id"], p["name"]) for p in cb.list_projects()] == [(r.project_id, "Song.amcproj")]
+    with a.active() as ca:  # A's folder still names the deleted project
+        with pytest.raises(AccountError, match="has been deleted"):
+            ca.sync_project(pa)
+        again = ca.clone_project(r.project_id, tmp_path / "a2" / "Song.amcproj")
+        assert tree(again.folder) == tree(pb) and json.loads((again.folder / "project.json").read_text())["n"] == 2
+
+
+def test_a_push_uploads_media_freed_since_it_looked(server: Server, memory_keyring: MemoryKeyring, tmp_path: Path):
+    """HEAD said the server has a blob; before the push landed, the only project naming it was
+    deleted (another machine) and the blob freed: the push uploads it and goes through."""
+    u = server.register()
+    c = AccountClient(server.base)
+    c.login(u["email"], PASSWORD)
+    kick = os.urandom(30_000)
+    first = c.push_project(song(tmp_path / "One.amcproj", media={"kick.wav": kick}, doc={"n": 1}))
+    two = song(tmp_path / "Two.amcproj", media={"kick.wav": kick}, doc={"n": 2})
+
+    def elsewhere(_fraction: float, message: str) -> None:
+        if message == "saving the revision":  # after the HEADs, before the revision
+            assert c.delete_project(first.project_id)["blobs_freed"] == 1
+
+    r = c.push_project(two, progress=elsewhere)
+    assert (r.action, r.revision, r.uploaded_blobs, r.skipped_blobs) == ("pushed", 1, 1, 0)
+    copy = c.clone_project(r.project_id, tmp_path / "copy" / "Two.amcproj")
+    assert (copy.folder / "media" / "kick.wav").read_bytes() == kick

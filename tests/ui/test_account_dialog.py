@@ -448,3 +448,61 @@ def test_projects_list_download_open_and_sync_pulls_another_machines_edit(
         assert (folder / "media" / f.name).read_bytes() == f.read_bytes()
     assert "Updated to revision 2" in dlg.sync_result.text() and not dlg.sync_progress.isVisible()
     assert res["project_id"] == pid
+
+
+def test_delete_a_server_project_then_upload_the_folder_again(
+        qtbot, service: str, memory_keyring: MemoryKeyring, embedded_choice: None, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    from PySide6.QtWidgets import QMessageBox
+
+    email = f"d{uuid.uuid4().hex[:8]}@example.com"
+    r = httpx.post(service + "/api/v1/auth/register", timeout=30,
+                   json={"email": email, "username": email.split("@")[0], "password": PASSWORD, "full_name": ""})  # fmt: skip
+    assert r.status_code == 201, r.text
+    folder = make_project(tmp_path / "Gone.amcproj")
+    dlg = open_dialog(qtbot, folder)
+    type_into(qtbot, dlg.email_edit, email)
+    type_into(qtbot, dlg.password_edit, PASSWORD)
+    with qtbot.waitSignal(dlg.signed_in, timeout=TIMEOUT_MS):
+        qtbot.mouseClick(dlg.sign_in_button, Qt.MouseButton.LeftButton)
+    with qtbot.waitSignal(dlg.synced, timeout=TIMEOUT_MS) as synced:
+        qtbot.mouseClick(dlg.sync_button, Qt.MouseButton.LeftButton)
+    first = synced.args[0]
+    assert first["action"] == "pushed" and dlg.projects_list.topLevelItemCount() == 1
+    assert "0 B /" not in dlg.storage_label.text()
+    before = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    # Delete…: asks first; Cancel deletes nothing.
+    assert not dlg.delete_button.isEnabled()
+    dlg.projects_list.topLevelItem(0).setSelected(True)
+    assert dlg.delete_button.isEnabled()
+    asked: list[str] = []
+    answer = QMessageBox.StandardButton.Cancel
+    monkeypatch.setattr(QMessageBox, "question",
+                        staticmethod(lambda _p, _t, text, *_a: (asked.append(text), answer)[1]))  # fmt: skip
+    qtbot.mouseClick(dlg.delete_button, Qt.MouseButton.LeftButton)
+    assert asked and "“Gone.amcproj” and its 1 revision" in asked[0] and "not touched" in asked[0]
+    assert not dlg.tasks.active() and dlg.projects_list.topLevelItemCount() == 1
+    answer = QMessageBox.StandardButton.Yes
+    with qtbot.waitSignal(dlg.deleted_remote, timeout=TIMEOUT_MS) as deleted:
+        qtbot.mouseClick(dlg.delete_button, Qt.MouseButton.LeftButton)
+    gone = deleted.args[0]
+    assert (gone["id"], gone["revisions_deleted"], gone["blobs_freed"]) == (first["project_id"], 1, 1)
+    assert dlg.projects_list.topLevelItemCount() == 0 and "Deleted “Gone.amcproj”" in dlg.message.text()
+    assert dlg.storage_label.text().startswith("0 B /")  # the media was freed
+
+    # Sync now: the folder is told its server copy is gone; only "Upload again" is offered.
+    with qtbot.assertNotEmitted(dlg.synced, wait=200):
+        qtbot.mouseClick(dlg.sync_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: dlg.conflict_box.isVisible(), timeout=TIMEOUT_MS)
+    assert "has been deleted" in dlg.conflict_label.text()
+    assert dlg.keep_mine_button.text() == "Upload again" and dlg.keep_mine_button.isVisible()
+    assert not dlg.keep_theirs_button.isVisible() and not dlg.keep_both_button.isVisible()
+    assert {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    shot(dlg, "account_dialog_deleted.png")
+    with qtbot.waitSignal(dlg.synced, timeout=TIMEOUT_MS) as synced:
+        qtbot.mouseClick(dlg.keep_mine_button, Qt.MouseButton.LeftButton)
+    again = synced.args[0]
+    assert (again["action"], again["revision"], again["uploaded_blobs"]) == ("pushed", 1, 1)
+    assert again["project_id"] != first["project_id"] and not dlg.conflict_box.isVisible()
+    assert dlg.projects_list.topLevelItemCount() == 1
