@@ -107,6 +107,11 @@ def test_module_scan_finds_concrete_subclasses_in_definition_order(tmp_path: Pat
         registry.resolve("musicgen", device="cpu", backend="ghost", find_weights=lambda spec: None)
     with pytest.raises(BackendUnavailable, match="unknown model slot"):
         registry.get_slot("nope")
+    # One slot looked up alone is the same as in the full listing (extras included), and an
+    # extra's own slot ("other" declares jukebox) is found too.
+    for spec, listed in registry.slot_entries():
+        assert registry.get_slot(spec.key) == (spec, listed), spec.key
+    assert "other" in [registry.entry_name(e) for e in registry.get_slot("jukebox")[1]]
 
 
 def test_backends_list_override_and_instances_shared(amc_env: Path) -> None:
