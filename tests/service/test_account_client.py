@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,15 +292,22 @@ def test_concurrent_edits_conflict_and_each_resolution_loses_nothing(server: Ser
             assert old["project"] == theirs  # theirs stays in the history
 
 
-def test_cli_projects_clone_and_sync(server: Server, memory_keyring: MemoryKeyring, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]):  # fmt: skip
-    u = server.register()
+def amc_cli(server: str) -> Callable[..., int]:
+    """``amc(*argv)``: run an account command against ``server`` in-process; its exit code."""
     parser = argparse.ArgumentParser(prog="amc")
     add_commands(parser.add_subparsers(dest="command"))
 
     def amc(*argv: str) -> int:
-        args = parser.parse_args([*argv, "--server", server.base])
+        args = parser.parse_args([*argv, "--server", server])
         return int(args.func(args))
+
+    return amc
+
+
+def test_cli_projects_clone_and_sync(server: Server, memory_keyring: MemoryKeyring, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]):  # fmt: skip
+    u = server.register()
+    amc = amc_cli(server.base)
 
     assert amc("projects") == 1 and "amc login" in capsys.readouterr().err
     AccountClient(server.base).login(u["email"], PASSWORD)
@@ -480,12 +487,7 @@ def test_a_project_deleted_on_the_server(server: Server, memory_keyring: MemoryK
     """Deleting frees the server's copy only: a second machine's folder is left as it is, its
     next sync says so, and keep-mine uploads it again as a new server project."""
     u = server.register()
-    parser = argparse.ArgumentParser(prog="amc")
-    add_commands(parser.add_subparsers(dest="command"))
-
-    def amc(*argv: str) -> int:
-        args = parser.parse_args([*argv, "--server", server.base])
-        return int(args.func(args))
+    amc = amc_cli(server.base)
 
     a, b = machine(server.base, u["email"]), machine(server.base, u["email"])
     kick, snare = os.urandom(40_000), os.urandom(20_000)

@@ -97,6 +97,15 @@ def server_token(base: str, email: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
+def register(base: str, prefix: str) -> str:
+    """A new account on ``base`` (registered from elsewhere, as another computer would); its email."""
+    email = f"{prefix}{uuid.uuid4().hex[:8]}@example.com"
+    r = httpx.post(base + "/api/v1/auth/register", timeout=30,
+                   json={"email": email, "username": email.split("@")[0], "password": PASSWORD, "full_name": ""})  # fmt: skip
+    assert r.status_code == 201, r.text
+    return email
+
+
 def shot(dlg: AccountDialog, name: str) -> None:
     theme.apply(QApplication.instance())  # type: ignore[arg-type]
     dlg.adjustSize()
@@ -369,10 +378,7 @@ def test_projects_list_download_open_and_sync_pulls_another_machines_edit(
         qtbot, service: str, memory_keyring: MemoryKeyring, embedded_choice: None, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch):  # fmt: skip
     # Another computer registers and uploads a project with a media file.
-    email = f"p{uuid.uuid4().hex[:8]}@example.com"
-    r = httpx.post(service + "/api/v1/auth/register", timeout=30,
-                   json={"email": email, "username": email.split("@")[0], "password": PASSWORD, "full_name": ""})  # fmt: skip
-    assert r.status_code == 201, r.text
+    email = register(service, "p")
     other = machine(service, email)
     (tmp_path / "other").mkdir()
     theirs = make_project(tmp_path / "other" / "Remote Song.amcproj")
@@ -455,10 +461,7 @@ def test_delete_a_server_project_then_upload_the_folder_again(
         monkeypatch: pytest.MonkeyPatch):  # fmt: skip
     from PySide6.QtWidgets import QMessageBox
 
-    email = f"d{uuid.uuid4().hex[:8]}@example.com"
-    r = httpx.post(service + "/api/v1/auth/register", timeout=30,
-                   json={"email": email, "username": email.split("@")[0], "password": PASSWORD, "full_name": ""})  # fmt: skip
-    assert r.status_code == 201, r.text
+    email = register(service, "d")
     folder = make_project(tmp_path / "Gone.amcproj")
     dlg = open_dialog(qtbot, folder)
     type_into(qtbot, dlg.email_edit, email)
