@@ -71,14 +71,14 @@ def referenced(session: Session, user_id: str) -> set[str]:
 
 
 def free_unreferenced(factory: sessionmaker[Session], storage: Storage, user_id: str, *,
-                      candidates: set[str] = frozenset(),  # type: ignore[assignment]
+                      candidates: Iterable[str] = (),
                       uploaded_before: datetime | None = None) -> tuple[int, int]:  # fmt: skip
     """Free the user's blobs that no revision names, among ``candidates`` (any age: the media
     of a project just deleted) and those uploaded before ``uploaded_before``. Returns (blobs,
     bytes) freed."""
     conditions = []
-    if candidates:
-        conditions.append(Blob.sha256.in_(sorted(candidates)))
+    if shas := sorted(set(candidates)):
+        conditions.append(Blob.sha256.in_(shas))
     if uploaded_before is not None:
         conditions.append(Blob.created_at < uploaded_before)
     if not conditions:
