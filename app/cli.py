@@ -18,16 +18,20 @@ from pathlib import Path
 
 from app import __version__
 
-EXIT_OK, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_BUG, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 130, 143
 
 MASTER_HELP = """\
 Master one or more mixes to a delivery spec, offline.
 
-The chain: high-pass -> EQ toward a style curve (or your reference tracks) ->
-stereo-linked glue compressor -> optional 3-band compressor -> stereo width with
-mono bass -> optional soft clip -> true-peak limiter -> loudness to the target.
-The result lands within ±0.2 LU of the target loudness, never exceeds the true-peak
+The chain: high-pass -> EQ toward the mix's own balance and a tilt for its music
+family (or your reference tracks) -> section-following glue compressor -> optional
+3-band compressor -> stereo width (mono bass only for a phasey low end) -> oversampled
+soft clip -> true-peak limiter with program-dependent release -> loudness to the target.
+The result lands within ±0.2 LU of the target loudness and never exceeds the true-peak
 ceiling, and keeps the sample rate of your mix.  Your files are never modified.
+The dynamics guard: when the target needs more limiting than the level's budget, the
+master lands below the target (and says why) rather than pump; --loudness-first
+reaches the target anyway (the club target always does).
 
 targets:  streaming -14 LUFS/-1 dBTP (Spotify, YouTube) | apple -16/-1 | amazon -14/-2
           deezer -15/-1 | broadcast -23/-1 (EBU R128) | club -8/-0.3 | custom (--lufs, --ceiling)
@@ -145,6 +149,9 @@ def _settings(args: argparse.Namespace, fmt: str):
         amount_width_pct=args.amount_width,
         output_format=fmt,
         noise_shaping=args.noise_shaping,
+        loudness_first=args.loudness_first,
+        genre=args.genre,
+        mono_bass={"auto": None, "on": True, "off": False}[args.mono_bass],
     )
 
 
@@ -217,6 +224,8 @@ def cmd_master(args: argparse.Namespace) -> int:
                 f"true peak {r.after.true_peak_dbtp:.2f} dBTP (ceiling {r.plan.limiter.ceiling_dbtp:g}), "
                 f"{r.plan.sample_rate} Hz {fmt}, {r.elapsed_s:.1f} s"
             )
+            if r.guard["engaged"]:
+                print(f"  {r.guard['reason']}")
     return EXIT_OK
 
 
@@ -262,6 +271,14 @@ def build_parser(*, command: str | None = None) -> argparse.ArgumentParser:
     m.add_argument("--amount-dynamics", type=float, metavar="PCT", help="compression amount 0-200 %%")
     m.add_argument("--amount-width", type=float, metavar="PCT", help="stereo widening amount 0-200 %%")
     m.add_argument("--reference", nargs="+", metavar="REF", help="match the tone of these reference tracks")
+    m.add_argument("--loudness-first", action="store_true",
+                   help="reach the loudness target even when it takes more limiting than the level's budget "
+                        "(default: the dynamics guard lands below the target rather than pump)")  # fmt: skip
+    m.add_argument("--genre", default="auto",
+                   choices=["auto", "electronic", "hip-hop", "rock-pop", "acoustic-orchestral", "speech"],
+                   help="music family for tone and dynamics (default: estimated from the mix)")  # fmt: skip
+    m.add_argument("--mono-bass", default="auto", choices=["auto", "on", "off"],
+                   help="mono low end below 120 Hz (default: only when the low end is phasey)")  # fmt: skip
     m.add_argument("--album", action="store_true", help="master the inputs as one album: same tone, relative loudness kept")
     m.add_argument("--format", choices=["wav16", "wav24", "wav32f", "flac", "flac16"],
                    help="output format (default: the mix's own format; 16-bit gets TPDF dither)")  # fmt: skip
@@ -288,6 +305,24 @@ def build_parser(*, command: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so every ``finally`` runs (scratch, partial files)."""
+
+
+def _terminate_cleanly() -> _Terminated:
+    """Make SIGTERM unwind like Ctrl+C (main thread; the engine commands only)."""
+    import signal
+
+    exc = _Terminated()
+
+    def handler(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+        raise exc
+
+    signal.signal(signal.SIGTERM, handler)
+    return exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from app.engine.errors import AmcError
 
@@ -297,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in args_list if not a.startswith("-")), None)
     parser = build_parser(command=command)
     args = parser.parse_args(args_list)
+    terminated = _terminate_cleanly() if argv is None and command in ENGINE_COMMANDS else None
     try:
         code = int(args.func(args))
         if argv is None and command == "master":
@@ -310,9 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AmcError as exc:
         print(f"amc: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("amc: interrupted; nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if terminated is not None and exc is terminated else EXIT_INTERRUPTED
     except MemoryError:
         print("amc: error: out of memory", file=sys.stderr)
         return EXIT_BUG

@@ -133,6 +133,7 @@ def plan_from_bundle(
         settings=settings,
         references=spectra,
         reference_names=names,
+        true_peak_dbtp=before.true_peak_dbtp if np.isfinite(before.true_peak_dbtp) else None,
     )
 
 

@@ -35,7 +35,12 @@ from numba import njit
 
 from app.engine import analysis, audio_io
 from app.engine.errors import AudioInputError, ParameterError, ProcessingError
-from app.engine.mastering.dynamics import LinkedCompressor, MultibandCompressor, soft_clip
+from app.engine.mastering.dynamics import (
+    LinkedCompressor,
+    MultibandCompressor,
+    OversampledClipper,
+    soft_clip,
+)
 from app.engine.mastering.eq import MidSideFIR, design_linear_phase
 from app.engine.mastering.limiter import DelayLine, LimiterEnvelope, _envelope_kernel
 from app.engine.mastering.plan import MasteringPlan
@@ -124,7 +129,9 @@ class PreChain:
             LinkedCompressor(
                 sr, ch, threshold_db=c.threshold_db, ratio=c.ratio, attack_ms=c.attack_ms,
                 release_ms=c.release_ms, knee_db=c.knee_db, makeup_db=c.makeup_db,
-                detector="rms", sidechain_hpf_hz=c.sidechain_hpf_hz,
+                detector="rms", sidechain_hpf_hz=c.sidechain_hpf_hz, max_gr_db=c.max_gr_db,
+                section_window_ms=c.section_window_ms,
+                section_ref_db=c.section_ref_db if c.section_ref_db is not None else c.threshold_db,
             )
             if c.enabled
             else None
@@ -176,7 +183,7 @@ class PreChain:
 
 
 class FinalStage:
-    """Gain -> optional soft clip -> true-peak limiter, streaming, latency-trimmed.
+    """Gain -> optional oversampled soft clip -> true-peak limiter, streaming, latency-trimmed.
 
     Peaks are measured live on the limiter's input with the project's true-peak meter,
     so the limiter's guarantee is against exactly that signal.
@@ -188,14 +195,17 @@ class FinalStage:
         self.gain = float(10.0 ** (gain_db / 20.0))
         self.ceiling_dbtp = lim.ceiling_dbtp + ceiling_offset_db
         sc = plan.soft_clip
-        self.soft = (sc.enabled, self.ceiling_dbtp + sc.threshold_db, self.ceiling_dbtp + sc.ceiling_db)
-        self.meter = analysis.TruePeakMeter(sr, ch, oversample=lim.oversample)
-        self.env = LimiterEnvelope(
-            sr, ceiling_dbtp=self.ceiling_dbtp, lookahead_ms=lim.lookahead_ms,
-            release_ms=lim.release_ms, margin_db=lim.margin_db,
+        self.clipper = (
+            OversampledClipper(sr, ch, threshold_db=self.ceiling_dbtp + sc.threshold_db,
+                               ceiling_db=self.ceiling_dbtp + sc.ceiling_db)
+            if sc.enabled
+            else None
         )  # fmt: skip
-        self.latency_frames = self.env.latency_frames
-        self._delay = DelayLine(ch, self.latency_frames)
+        self.meter = analysis.TruePeakMeter(sr, ch, oversample=lim.oversample)
+        self.env = _limiter_envelope(plan, ceiling_dbtp=self.ceiling_dbtp)
+        clip_latency = self.clipper.latency_frames if self.clipper is not None else 0
+        self.latency_frames = self.env.latency_frames + clip_latency
+        self._delay = DelayLine(ch, self.env.latency_frames)
         self._pending: list[np.ndarray] = []
         self._to_skip = self.latency_frames
         self._channels = ch
@@ -204,8 +214,8 @@ class FinalStage:
 
     def _input(self, block: np.ndarray) -> np.ndarray:
         y = block * np.float32(self.gain)
-        if self.soft[0]:
-            y = soft_clip(y, threshold_db=self.soft[1], ceiling_db=self.soft[2])
+        if self.clipper is not None:
+            y = self.clipper.process(y)
         return y.astype(np.float32, copy=False)
 
     def _emit(self, peaks: np.ndarray) -> np.ndarray:
@@ -225,8 +235,8 @@ class FinalStage:
 
     @property
     def can_reuse_peaks(self) -> bool:
-        """Without soft clip the limiter input is ``gain * x``, so the true peaks of ``x`` scale exactly."""
-        return not self.soft[0]
+        """Without a clipper the limiter input is ``gain * x``, so the true peaks of ``x`` scale exactly."""
+        return self.clipper is None
 
     def process(self, block: np.ndarray, peaks: np.ndarray | None = None) -> np.ndarray:
         """Limit ``block``; ``peaks`` (per-frame true peaks of ``block``) skips the live meter."""
@@ -238,11 +248,25 @@ class FinalStage:
         return self._emit(self.meter.process(y))
 
     def flush(self) -> np.ndarray:
-        rest = self._emit(np.zeros(0) if self._reused else self.meter.flush())
-        d = self.latency_frames
+        parts = []
+        if self.clipper is not None:
+            tail = self.clipper.flush()
+            self._pending.append(tail)
+            parts.append(self._emit(self.meter.process(tail)))
+        parts.append(self._emit(np.zeros(0) if self._reused else self.meter.flush()))
+        d = self.env.latency_frames
         self._pending.append(np.zeros((self._channels, d), dtype=np.float32))
-        tail = self._emit(np.zeros(d, dtype=np.float64))
-        return np.concatenate([rest, tail], axis=1)
+        parts.append(self._emit(np.zeros(d, dtype=np.float64)))
+        return np.concatenate(parts, axis=1)
+
+
+def _limiter_envelope(plan: MasteringPlan, *, ceiling_dbtp: float | None = None) -> LimiterEnvelope:
+    lim = plan.limiter
+    return LimiterEnvelope(
+        plan.sample_rate, ceiling_dbtp=lim.ceiling_dbtp if ceiling_dbtp is None else ceiling_dbtp,
+        lookahead_ms=lim.lookahead_ms, release_ms=lim.release_ms, margin_db=lim.margin_db,
+        transient_release_ms=lim.transient_release_ms, sustain_ms=lim.sustain_ms,
+    )  # fmt: skip
 
 
 def _pop_frames(pending: list[np.ndarray], k: int, channels: int) -> np.ndarray:
@@ -324,50 +348,150 @@ def _subblock_edges(total_frames: int, sample_rate: int) -> np.ndarray:
     return np.round(np.arange(n + 1) * sample_rate / 10.0).astype(np.int64)
 
 
-class ScratchTrack:
-    """Pre-limiter audio plus its per-frame true peaks and K-weighted power, on disk.
+#: Largest pre-limiter audio kept on disk between the passes (bytes); longer mixes run the
+#: pre-chain again in the render pass instead (so scratch stays bounded whatever the length).
+SCRATCH_AUDIO_BUDGET_BYTES = 256 << 20
+#: Frames per stored K-weighted power sum (the model spreads each sum evenly over its frames).
+POWER_GROUP_FRAMES = 16
+SCRATCH_PREFIX = "amc-scratch-"
+_OWNER_FILE = "owner.pid"
 
-    Raw float32 files in a temporary folder: the page cache holds them, the process's
-    memory does not.  Each channel of the audio has a file of its own, so blocks go
-    out and come back channels-first without a transpose.  Deleted on :meth:`close`.
+
+def sweep_stale_scratch(folder: Path | None = None, *, min_age_s: float = 60.0) -> int:
+    """Remove scratch folders left by renders that were killed (their owner process is gone).
+
+    A folder whose ``owner.pid`` names a live process is kept; one without that file
+    counts as stale once it is ``min_age_s`` old.  Returns how many were removed.
+    """
+    import os
+    import shutil
+
+    root = Path(folder) if folder is not None else Path(tempfile.gettempdir())
+    removed = 0
+    try:
+        entries = list(root.glob(f"{SCRATCH_PREFIX}*"))
+    except OSError:
+        return 0
+    for d in entries:
+        try:
+            if not d.is_dir() or d.is_symlink():
+                continue
+            owner = d / _OWNER_FILE
+            if owner.exists():
+                pid = int(owner.read_text().strip() or "0")
+                if pid > 0 and pid != os.getpid():
+                    try:
+                        os.kill(pid, 0)
+                        continue  # alive: someone is rendering
+                    except ProcessLookupError:
+                        pass
+                    except PermissionError:
+                        continue  # another user's live process
+                elif pid == os.getpid():
+                    continue
+            elif time.time() - d.stat().st_mtime < min_age_s:
+                continue
+            shutil.rmtree(d, ignore_errors=True)
+            removed += 1
+        except (OSError, ValueError):
+            continue
+    return removed
+
+
+class ScratchTrack:
+    """What the render pass needs from the pre-chain pass, on disk, bounded in size.
+
+    - per-frame true peaks as float16, rounded up (2 bytes a frame);
+    - K-weighted power summed over groups of :data:`POWER_GROUP_FRAMES` frames;
+    - the pre-limiter audio (float32, a file per channel) only when ``keep_audio``:
+      the caller keeps it for mixes under :data:`SCRATCH_AUDIO_BUDGET_BYTES` and runs the
+      pre-chain again for longer ones, so a 60-minute stereo mix needs about 380 MB.
+
+    The page cache holds the files, the process's memory does not.  The folder carries
+    the owner's pid, so :func:`sweep_stale_scratch` can remove it if the process is
+    killed; :meth:`close` deletes it.
     """
 
-    def __init__(self, channels: int, folder: Path | None = None) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="amc-scratch-", dir=folder)
+    def __init__(self, channels: int, folder: Path | None = None, *, keep_audio: bool = True) -> None:
+        import os
+
+        sweep_stale_scratch(folder)
+        self._dir = tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=folder)
         d = Path(self._dir.name)
+        (d / _OWNER_FILE).write_text(str(os.getpid()))
         self.channels = channels
         self.frames = 0
-        self.paths = {"p": d / "p.f32", "w": d / "w.f32"}
-        self.paths.update({f"x{c}": d / f"x{c}.f32" for c in range(channels)})
+        self.has_audio = keep_audio
+        self.paths = {"p": d / "p.f16", "w": d / "w.f32"}
+        if keep_audio:
+            self.paths.update({f"x{c}": d / f"x{c}.f32" for c in range(channels)})
         self._fh = {k: open(v, "wb") for k, v in self.paths.items()}  # closed in finish()
+        self._w_rest = np.zeros(0, dtype=np.float64)
 
     def write(self, key: str, data: np.ndarray) -> None:
         if key == "x":
-            for c in range(self.channels):
-                row = np.ascontiguousarray(data[c], dtype=np.float32)
-                self._fh[f"x{c}"].write(memoryview(row).cast("B"))  # no extra copy
+            if self.has_audio:
+                for c in range(self.channels):
+                    row = np.ascontiguousarray(data[c], dtype=np.float32)
+                    self._fh[f"x{c}"].write(memoryview(row).cast("B"))  # no extra copy
             self.frames += data.shape[1]
             return
-        a = np.ascontiguousarray(data, dtype=np.float32)
-        self._fh[key].write(memoryview(a).cast("B"))
+        if key == "p":
+            # float16 rounds to nearest: scale up by its relative spacing first so no peak
+            # is ever stored lower than it was (the limiter and the model stay safe)
+            a = (np.asarray(data, dtype=np.float64) * (1.0 + 2.0**-10)).astype(np.float16)
+            self._fh["p"].write(memoryview(np.ascontiguousarray(a)).cast("B"))
+            return
+        w = np.concatenate([self._w_rest, np.asarray(data, dtype=np.float64)])
+        k = len(w) // POWER_GROUP_FRAMES
+        sums = w[: k * POWER_GROUP_FRAMES].reshape(k, POWER_GROUP_FRAMES).sum(axis=1).astype(np.float32)
+        self._fh["w"].write(memoryview(np.ascontiguousarray(sums)).cast("B"))
+        self._w_rest = w[k * POWER_GROUP_FRAMES :]
 
     def finish(self) -> None:
+        if self._w_rest.size:
+            last = np.array([self._w_rest.sum() * POWER_GROUP_FRAMES / self._w_rest.size], dtype=np.float32)
+            self._fh["w"].write(memoryview(last).cast("B"))
+            self._w_rest = np.zeros(0, dtype=np.float64)
         for f in self._fh.values():
             f.close()
 
-    def blocks(self, key: str, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
-        """``"x"``: (channels, n) C-contiguous float32 blocks; ``"p"``, ``"w"``: (n,) float32."""
-        if key == "x":
-            return self._audio_blocks(block_frames)
-        return self._series_blocks(key, block_frames)
+    @property
+    def nbytes(self) -> int:
+        """Bytes on disk now."""
+        return sum(p.stat().st_size for p in self.paths.values() if p.exists())
 
-    def _series_blocks(self, key: str, block_frames: int) -> Iterator[np.ndarray]:
-        with open(self.paths[key], "rb") as f:
+    def blocks(self, key: str, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+        """``"x"``: (channels, n) C-contiguous float32 blocks; ``"p"``, ``"w"``: (n,) float32
+        (``"w"`` spread evenly over each group's frames)."""
+        if key == "x":
+            if not self.has_audio:
+                raise ProcessingError("this scratch track keeps no audio")
+            return self._audio_blocks(block_frames)
+        if key == "p":
+            return self._peak_blocks(block_frames)
+        return self._power_blocks(block_frames)
+
+    def _peak_blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+        with open(self.paths["p"], "rb") as f:
             while True:
-                a = np.fromfile(f, dtype=np.float32, count=block_frames)
+                a = np.fromfile(f, dtype=np.float16, count=block_frames)
                 if a.size == 0:
                     return
-                yield a
+                yield a.astype(np.float32)
+
+    def _power_blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+        g = POWER_GROUP_FRAMES
+        groups = max(1, block_frames // g)
+        left = self.frames
+        with open(self.paths["w"], "rb") as f:
+            while left > 0:
+                a = np.fromfile(f, dtype=np.float32, count=groups)
+                if a.size == 0:
+                    raise ProcessingError("the scratch file ended early (is the disk full?)")
+                per_frame = np.repeat(a / np.float32(g), g)[:left]
+                left -= per_frame.size
+                yield per_frame
 
     def _audio_blocks(self, block_frames: int) -> Iterator[np.ndarray]:
         files = [open(self.paths[f"x{c}"], "rb") for c in range(self.channels)]
@@ -435,17 +559,17 @@ class SubblockAccumulator:
 @njit(cache=True, nogil=True)
 def _model_kernel(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     peaks, scale, ceiling, w, g2, dq_idx, dq_val, box, istate, fstate, window, box_len, release,
-    gains, wring, mstate, sums, edges, total,
+    fast, sustain, gains, wring, mstate, sums, mins, edges, total,
 ):  # fmt: skip
     """Limiter envelope for true peaks ``peaks * scale`` and, fused, the sub-block
-    energies of gain² x g2 x w.
+    energies of gain² x g2 x w and the smallest limiter gain of every sub-block.
 
     ``w`` enters a delay ring of the envelope's latency so each gain meets its own frame.
     mstate = [output frame position, sub-block index, ring position].
     """
     _envelope_kernel(
         peaks, scale, ceiling, True, gains, dq_idx, dq_val, box, istate, fstate, window, box_len,
-        release,
+        release, fast, sustain,
     )  # fmt: skip
     d = wring.shape[0]
     pos = mstate[0]
@@ -464,51 +588,148 @@ def _model_kernel(  # type: ignore[no-untyped-def]  # pragma: no cover - compile
                 k += 1
             if pos < edges[k + 1]:
                 sums[k] += gains[i] * gains[i] * g2 * wd
+                if gains[i] < mins[k]:
+                    mins[k] = gains[i]
         pos += 1
     mstate[0] = pos
     mstate[1] = k
     mstate[2] = r
 
 
-def model_loudness(scratch: ScratchTrack, plan: MasteringPlan, gain_db: float) -> float:
-    """Predicted integrated loudness after gain + limiter, from the scratch peaks and power.
+@dataclass(frozen=True)
+class Prediction:
+    """What gain + clipper + limiter would do, predicted from the scratch data."""
+
+    gain_db: float
+    lufs: float
+    limiter_max_db: float
+    limiter_over_1db_pct: float
+    clip_max_db: float
+
+    def within(self, plan: MasteringPlan) -> bool:
+        """True when the peak control stays inside the plan's dynamics budget."""
+        ld = plan.loudness
+        return (
+            self.limiter_max_db <= ld.max_limiter_gr_db + 1e-3
+            and self.limiter_over_1db_pct <= ld.max_limiter_over_1db_pct + 1e-6
+            and (not plan.soft_clip.enabled or self.clip_max_db <= ld.max_clip_db + 1e-3)
+        )
+
+    def excess_db(self, plan: MasteringPlan) -> float:
+        """About how many dB the gain must come down to be within the budget (>= 0)."""
+        ld = plan.loudness
+        over = max(self.limiter_max_db - ld.max_limiter_gr_db, 0.0)
+        if plan.soft_clip.enabled:
+            over = max(over, self.clip_max_db - ld.max_clip_db)
+        if self.limiter_over_1db_pct > ld.max_limiter_over_1db_pct:
+            over = max(over, 0.5)
+        return over
+
+
+def gr_stats(gr_db_100ms: np.ndarray) -> dict[str, float]:
+    """Max, mean and % of time over 1 dB of a gain-reduction series (100 ms maxima, dB)."""
+    a = np.asarray(gr_db_100ms, dtype=np.float64)
+    if a.size == 0:
+        return {"max_db": 0.0, "mean_db": 0.0, "over_1db_pct": 0.0}
+    return {
+        "max_db": round(float(a.max()), 3),
+        "mean_db": round(float(a.mean()), 3),
+        "over_1db_pct": round(float(np.mean(a > 1.0) * 100.0), 2),
+    }
+
+
+def _clip_curve_db(plan: MasteringPlan) -> tuple[float, float]:
+    lim, sc = plan.limiter, plan.soft_clip
+    return lim.ceiling_dbtp + sc.threshold_db, lim.ceiling_dbtp + sc.ceiling_db
+
+
+def predict(scratch: ScratchTrack, plan: MasteringPlan, gain_db: float) -> Prediction:
+    """Predicted loudness and peak-control figures after gain + clipper + limiter, from the
+    scratch peaks and power.
 
     The limiter's gain changes slowly compared with the K-weighting filter, so the
-    output power is modelled as envelope² x gain² x the input's K-weighted power.
+    output power is modelled as envelope² x gain² x the input's K-weighted power.  The
+    clipper is modelled on the per-frame true peaks with its own curve.
     """
     sr = plan.sample_rate
     g = 10.0 ** (gain_db / 20.0)
-    lim, sc = plan.limiter, plan.soft_clip
-    env = LimiterEnvelope(
-        sr, ceiling_dbtp=lim.ceiling_dbtp, lookahead_ms=lim.lookahead_ms,
-        release_ms=lim.release_ms, margin_db=lim.margin_db,
-    )  # fmt: skip
+    sc = plan.soft_clip
+    env = _limiter_envelope(plan)
     d = env.latency_frames
     edges = _subblock_edges(scratch.frames, sr)
     if len(edges) < 5:  # fewer than four 100 ms sub-blocks: no 400 ms gating block
-        return -math.inf
+        return Prediction(gain_db, -math.inf, 0.0, 0.0, 0.0)
     sums = np.zeros(len(edges) - 1, dtype=np.float64)
+    mins = np.ones(len(edges) - 1, dtype=np.float64)
     wring = np.zeros(d, dtype=np.float32)
     mstate = np.array([-d, 0, 0], dtype=np.int64)
+    clip_max = 0.0
 
     def run(pk: np.ndarray, scale: float, w: np.ndarray) -> None:
         gains = np.empty(pk.shape[0], dtype=np.float64)
         _model_kernel(
             pk, scale, env.ceiling, w, g * g, env._dq_idx, env._dq_val, env._box, env._istate, env._fstate,
-            env._window, env._box_len, env._release, gains, wring, mstate, sums, edges, scratch.frames,
+            env._window, env._box_len, env._release, env._fast, env._sustain, gains, wring, mstate, sums,
+            mins, edges, scratch.frames,
         )  # fmt: skip
 
+    thr_db, ceil_db = _clip_curve_db(plan)
+    thr = 10.0 ** (thr_db / 20.0)
     for p, w in zip(scratch.blocks("p"), scratch.blocks("w"), strict=True):
         if not sc.enabled:
             run(p, g, w)  # the kernel scales the float32 peaks itself, as float64
             continue
-        pk = soft_clip(
-            (p.astype(np.float64) * g)[None, :], threshold_db=lim.ceiling_dbtp + sc.threshold_db,
-            ceiling_db=lim.ceiling_dbtp + sc.ceiling_db,
-        )[0].astype(np.float64)  # fmt: skip
+        if float(p.max(initial=0.0)) * g <= thr:  # nothing reaches the clipper in this block
+            run(p, g, w)
+            continue
+        raw = p.astype(np.float64) * g
+        pk = soft_clip(raw[None, :], threshold_db=thr_db, ceiling_db=ceil_db)[0].astype(np.float64)
+        hot = raw > thr
+        clip_max = max(clip_max, float(np.max(20.0 * np.log10(raw[hot] / np.maximum(pk[hot], 1e-12)))))
         run(pk, 1.0, w)
     run(np.zeros(d), 1.0, np.zeros(d, dtype=np.float32))
-    return _integrated_from_subblocks(sums / np.maximum(np.diff(edges), 1))
+    lufs = _integrated_from_subblocks(sums / np.maximum(np.diff(edges), 1))
+    st = gr_stats(_gains_to_gr_db(mins))
+    return Prediction(gain_db, lufs, st["max_db"], st["over_1db_pct"], clip_max)
+
+
+def model_loudness(scratch: ScratchTrack, plan: MasteringPlan, gain_db: float) -> float:
+    """Predicted integrated loudness after gain + limiter (see :func:`predict`)."""
+    return predict(scratch, plan, gain_db).lufs
+
+
+def guard_gain_db(
+    evaluate: Callable[[float], Prediction], plan: MasteringPlan, target_gain_db: float, at_target: Prediction
+) -> tuple[float, Prediction]:
+    """The dynamics guard: the largest gain <= ``target_gain_db`` whose peak control stays
+    within the plan's budget (``at_target`` is the prediction at the target gain).
+
+    The figures only grow with the gain, so a bracket is narrowed to 0.2 dB; each step
+    tries the gain the estimated excess points at, bisecting when that is not inside.
+    """
+    if at_target.within(plan):
+        return target_gain_db, at_target
+    hi, best = target_gain_db, None
+    lo = target_gain_db - max(at_target.excess_db(plan), 0.25)
+    for _ in range(6):  # find a gain that is inside the budget
+        p = evaluate(lo)
+        if p.within(plan):
+            best = p
+            break
+        hi, lo = lo, lo - 2.0 * max(p.excess_db(plan), 0.5)
+    if best is None:
+        raise ProcessingError("the dynamics guard found no gain within its budget (is the mix clipped already?)")
+    hi_excess = None
+    while hi - lo > 0.2:
+        mid = 0.5 * (lo + hi)
+        if hi_excess is not None and lo + 0.1 < hi - hi_excess < hi - 0.1:
+            mid = hi - hi_excess  # where the excess measured at ``hi`` says the budget ends
+        p = evaluate(mid)
+        if p.within(plan):
+            lo, best = mid, p
+        else:
+            hi, hi_excess = mid, p.excess_db(plan)
+    return lo, best
 
 
 # ============================================================================ results
@@ -534,6 +755,21 @@ class MasterResult:
         return float(self.after.integrated_lufs - self.plan.loudness.target_lufs)
 
     @property
+    def guard(self) -> dict[str, Any]:
+        """What the dynamics guard decided: ``engaged`` (landed below the target), the target,
+        where the master landed, and why in words."""
+        ld = self.plan.loudness
+        engaged = ld.aim_lufs is not None
+        reason = next((n for n in self.plan.notes if n.startswith("dynamics guard:")), None)
+        return {
+            "enabled": bool(ld.guard),
+            "engaged": engaged,
+            "target_lufs": ld.target_lufs,
+            "landed_lufs": round(float(self.after.integrated_lufs), 3),
+            "reason": reason if engaged else None,
+        }
+
+    @property
     def true_peak_margin_db(self) -> float:
         return float(self.plan.limiter.ceiling_dbtp - self.after.true_peak_dbtp)
 
@@ -547,6 +783,9 @@ class MasterResult:
                 "ceiling_dbtp": self.plan.limiter.ceiling_dbtp,
             },
             "result": {
+                "limiter_gr": gr_stats(self.limiter_gr_db),
+                "compressor_gr": gr_stats(self.compressor_gr_db),
+                "guard": self.guard,
                 "loudness_error_lu": round(self.loudness_error_lu, 3),
                 "true_peak_margin_db": round(self.true_peak_margin_db, 3),
                 "within_spec": bool(
@@ -693,6 +932,7 @@ def plan_for_file(
         settings=settings,
         references=ref_spectra,
         reference_names=[Path(r).name for r in references],
+        true_peak_dbtp=before.true_peak_dbtp if np.isfinite(before.true_peak_dbtp) else None,
     )
     target_spec = None
     if ref_spectra:
@@ -786,7 +1026,21 @@ def solve_gain_db(scratch: ScratchTrack, plan: MasteringPlan, first_guess_db: fl
     return g
 
 
+def _pre_chain_again(path: Path, plan: MasteringPlan) -> Iterator[tuple[np.ndarray, None]]:
+    """The pre-chain's output once more (same blocks, same state: the same samples as pass B),
+    for mixes too long to keep it on disk."""
+    pre = PreChain(plan)
+    for block in audio_io.iter_blocks(path, block_frames=BLOCK_FRAMES):
+        y = pre.process(block)
+        if y.shape[1]:
+            yield y, None
+    y = pre.flush()
+    if y.shape[1]:
+        yield y, None
+
+
 def _render_pass(
+    path: Path,
     scratch: ScratchTrack,
     plan: MasteringPlan,
     gain_db: float,
@@ -813,12 +1067,37 @@ def _render_pass(
     # Three stages: limiting (here), writing (thread), metering (thread; its true peak and
     # spectrum have threads of their own).  ``meter`` is fed only by the writer's thread.
     with _InOrder(depth=3) as meter, _InOrder(depth=3) as bg:
-        for x, p in zip(scratch.blocks("x"), scratch.blocks("p"), strict=True):
+        source = (
+            zip(scratch.blocks("x"), scratch.blocks("p"), strict=True)
+            if scratch.has_audio
+            else _pre_chain_again(path, plan)
+        )
+        for x, p in source:
             take(final.process(x, p))
             done += x.shape[1]
             progress(p_from + (0.98 - p_from) * done / max(scratch.frames, 1), "limiting and writing")
         take(final.flush())
     return an.result(), gr.result()
+
+
+def _with_guard(plan: MasteringPlan, at_target: Prediction, chosen: Prediction) -> MasteringPlan:
+    """Record the guard's decision in the plan (aim and a note in words) when it engaged."""
+    if chosen.gain_db >= at_target.gain_db - 1e-6:
+        return plan
+    ld = plan.loudness
+    why = [f"the limiter would reduce up to {at_target.limiter_max_db:.1f} dB "
+           f"(over 1 dB {at_target.limiter_over_1db_pct:.0f} % of the time)"]  # fmt: skip
+    if plan.soft_clip.enabled:
+        why.append(f"the clipper {at_target.clip_max_db:.1f} dB")
+    note = (
+        f"dynamics guard: reaching {ld.target_lufs:g} LUFS needs more peak control than the "
+        f"{plan.level} budget allows ({', '.join(why)}; budget: limiter {ld.max_limiter_gr_db:g} dB, "
+        f"over 1 dB {ld.max_limiter_over_1db_pct:g} % of the time"
+        + (f", clipper {ld.max_clip_db:g} dB" if plan.soft_clip.enabled else "")
+        + f"): the master lands at about {chosen.lufs:.1f} LUFS instead, keeping the music's punch "
+        f"(streaming services only turn loud masters down). Ask for loudness first to reach the target."
+    )
+    return replace(plan, loudness=replace(ld, aim_lufs=round(float(chosen.lufs), 3)), notes=[*plan.notes, note])
 
 
 def master_file(
@@ -863,15 +1142,23 @@ def master_file(
         before = analyze_file(path, progress=lambda f, m: progress(0.2 * f, m))
         _check_masterable(info, before)
 
-    scratch = ScratchTrack(plan.channels, scratch_dir)
+    keep_audio = info.frames * plan.channels * 4 <= SCRATCH_AUDIO_BUDGET_BYTES
+    scratch = ScratchTrack(plan.channels, scratch_dir, keep_audio=keep_audio)
     try:
         comp_gr, pre_lufs = _pre_chain_pass(path, plan, scratch, progress, info.frames)
         progress(0.56, "solving loudness through the limiter")
         gain_db = plan.loudness.gain_db
+        prediction = None
         if gain_db is None:
             if not np.isfinite(pre_lufs):
                 raise ProcessingError("the processed signal is silent: cannot reach the loudness target")
             gain_db = solve_gain_db(scratch, plan, plan.loudness.target_lufs - pre_lufs)
+            if plan.loudness.guard:
+                progress(0.58, "checking the dynamics budget")
+                at = predict(scratch, plan, gain_db)
+                gain_db, prediction = guard_gain_db(lambda g: predict(scratch, plan, g), plan, gain_db, at)
+                plan = _with_guard(plan, at, prediction)
+        aim = plan.loudness.aim_lufs if plan.loudness.aim_lufs is not None else plan.loudness.target_lufs
         ceiling_offset = 0.0
         tol = plan.loudness.tolerance_lu
         passes = 0
@@ -883,11 +1170,11 @@ def master_file(
                 noise_shaping=plan.output.noise_shaping,
             )  # fmt: skip
             try:
-                after, lim_gr = _render_pass(scratch, plan, gain_db, writer, ceiling_offset, progress, 0.6)
+                after, lim_gr = _render_pass(path, scratch, plan, gain_db, writer, ceiling_offset, progress, 0.6)
             except BaseException:
                 writer.abort()
                 raise
-            err = after.integrated_lufs - plan.loudness.target_lufs
+            err = after.integrated_lufs - aim
             over = after.true_peak_dbtp - plan.limiter.ceiling_dbtp
             good_loudness = abs(err) <= SOLVE_TOLERANCE_LU or (passes >= MAX_RENDER_PASSES and abs(err) <= tol)
             if good_loudness and over <= 0.0:
@@ -907,6 +1194,8 @@ def master_file(
     finally:
         scratch.close()
     plan = replace(plan, loudness=replace(plan.loudness, gain_db=float(gain_db)))
+    if plan.loudness.aim_lufs is not None:
+        plan = replace(plan, loudness=replace(plan.loudness, aim_lufs=round(float(after.integrated_lufs), 3)))
     progress(1.0, "done")
     return MasterResult(
         input=path,
@@ -971,6 +1260,7 @@ def master_album(
         sample_rate=infos[0].sample_rate, channels=infos[0].channels, integrated_lufs=loudest,
         loudness_range_lu=lra, short_term_lufs=st, correlation=corr, spectrum=album_spec,
         settings=settings, references=ref_spectra, reference_names=[Path(r).name for r in references],
+        true_peak_dbtp=max(b.true_peak_dbtp for b in befores),
     )  # fmt: skip
     results = []
     for k, (p, o, b) in enumerate(zip(paths, outs, befores, strict=True)):
@@ -1030,7 +1320,34 @@ def _solve_in_memory(y: np.ndarray, plan: MasteringPlan) -> float:
         if abs(err) <= SOLVE_TOLERANCE_LU / 2:
             break
         g -= err
+    if plan.loudness.guard:
+        peaks = analysis.true_peak_frames(y, plan.sample_rate, oversample=plan.limiter.oversample)
+
+        def evaluate(gain_db: float) -> Prediction:
+            return _predict_in_memory(y, peaks, plan, gain_db)
+
+        g, _ = guard_gain_db(evaluate, plan, g, evaluate(g))
     return g
+
+
+def _predict_in_memory(y: np.ndarray, peaks: np.ndarray, plan: MasteringPlan, gain_db: float) -> Prediction:
+    """:class:`Prediction` of an in-memory signal by rendering it (exact, for short excerpts)."""
+    final = FinalStage(plan, gain_db)
+    out = np.concatenate([final.process(y), final.flush()], axis=1)
+    tracker = _GrTracker(plan.sample_rate, from_gains=True)
+    for chunk in final.limiter_gr_db:
+        tracker.add(chunk)
+    st = gr_stats(tracker.result())
+    clip_max = 0.0
+    if plan.soft_clip.enabled:
+        thr_db, ceil_db = _clip_curve_db(plan)
+        raw = peaks.astype(np.float64) * 10.0 ** (gain_db / 20.0)
+        hot = raw > 10.0 ** (thr_db / 20.0)
+        if np.any(hot):
+            clipped = soft_clip(raw[hot][None, :], threshold_db=thr_db, ceiling_db=ceil_db)[0].astype(np.float64)
+            clip_max = float(np.max(20.0 * np.log10(raw[hot] / np.maximum(clipped, 1e-12))))
+    lufs = analysis.integrated_loudness(out, plan.sample_rate)
+    return Prediction(gain_db, lufs, st["max_db"], st["over_1db_pct"], clip_max)
 
 
 def loudest_window(short_term_lufs: Sequence[float | None], sample_rate: int, *, seconds: float = PREVIEW_SECONDS) -> int:

@@ -29,6 +29,7 @@ __all__ = [
     "Crossover3",
     "LinkedCompressor",
     "MultibandCompressor",
+    "OversampledClipper",
     "soft_clip",
     "static_gain_db",
 ]
@@ -164,21 +165,43 @@ def _gain_reduction_db(level_db, threshold_db, slope, knee_db):  # type: ignore[
 @njit(cache=True, fastmath=False, nogil=True, inline="always")
 def _gain_step(  # type: ignore[no-untyped-def]
     power, gr_db, knee_start_power, db_per_neper_power, threshold_db, slope, knee_db,
-    attack_coefficient, release_coefficient, makeup_db, makeup_gain, gr_floor_db,
+    attack_coefficient, release_coefficient, makeup_db, makeup_gain, gr_floor_db, max_gr_db,
 ):  # fmt: skip
     """One sample of the gain computer: detector power -> smoothed gain reduction (dB) and
-    the linear output gain. Shared by the per-channel and the fused stereo kernels."""
+    the linear output gain. Shared by the per-channel and the fused stereo kernels.
+    The target reduction never exceeds ``max_gr_db`` (the compressor's range)."""
     # Below the knee no logarithm is needed (the common case on quiet passages).
     if power <= knee_start_power:
         target_db = 0.0
     else:
         level_db = db_per_neper_power * math.log(power)
         target_db = _gain_reduction_db(level_db, threshold_db, slope, knee_db)
+        if target_db > max_gr_db:
+            target_db = max_gr_db
     coefficient = attack_coefficient if target_db > gr_db else release_coefficient
     gr_db = target_db + coefficient * (gr_db - target_db)
     if gr_db < gr_floor_db:
         return 0.0, makeup_gain
     return gr_db, math.exp((makeup_db - gr_db) * _LN10_OVER_20)
+
+
+@njit(cache=True, fastmath=False, nogil=True, inline="always")
+def _follow_threshold(slow_power, ref_db, max_follow_db, threshold_db, knee_db):  # type: ignore[no-untyped-def]
+    """Threshold moved with the section level: ``threshold_db`` at the reference (loud)
+    level, lower by as much as the slow level sits under it (at most ``max_follow_db``),
+    higher by at most 3 dB.  Returns (threshold_db, knee start power)."""
+    slow_db = 10.0 * math.log10(slow_power + 1e-20)
+    offset = slow_db - ref_db
+    if offset < -max_follow_db:
+        offset = -max_follow_db
+    elif offset > 3.0:
+        offset = 3.0
+    thr = threshold_db + offset
+    return thr, 10.0 ** ((thr - 0.5 * knee_db) / 10.0)
+
+
+#: Samples between updates of a section-following threshold (the slow level moves slowly).
+FOLLOW_UPDATE_FRAMES: Final = 32
 
 
 @njit(cache=True, fastmath=False, nogil=True)
@@ -230,11 +253,16 @@ def _compressor_kernel(  # type: ignore[no-untyped-def]
     release_coefficient,
     makeup_db,
     gr_floor_db,
+    max_gr_db,
+    follow_coefficient,
+    ref_db,
+    max_follow_db,
 ):
     """Linked gain over ``x: (channels, n) float32``; writes ``out`` and ``gr_out``.
 
     ``detector`` comes from :func:`_detector_kernel`;
-    ``state = [mean square of the RMS detector, gain reduction dB]``.
+    ``state = [mean square of the RMS detector, gain reduction dB, slow mean square,
+    frame counter]``.  ``follow_coefficient < 0``: fixed threshold.
     """
     channels, frames = x.shape
     inv_channels = 1.0 / channels
@@ -242,20 +270,36 @@ def _compressor_kernel(  # type: ignore[no-untyped-def]
     makeup_gain = math.exp(makeup_db * _LN10_OVER_20)
     mean_square = state[0]
     gr_db = state[1]
+    slow = state[2]
+    counter = int(state[3])
+    follow = follow_coefficient >= 0.0
+    thr = threshold_db
+    if follow:
+        thr, knee_start_power = _follow_threshold(slow, ref_db, max_follow_db, threshold_db, knee_db)
     for i in range(frames):
         if use_rms:
             instant = detector[i] * inv_channels
             mean_square = instant + rms_coefficient * (mean_square - instant)
             power = mean_square
         else:
-            power = detector[i] * detector[i]
-        gr_db, gain = _gain_step(power, gr_db, knee_start_power, db_per_neper_power, threshold_db, slope, knee_db,
-                                 attack_coefficient, release_coefficient, makeup_db, makeup_gain, gr_floor_db)  # fmt: skip
+            instant = detector[i] * detector[i]
+            power = instant
+        if follow:
+            slow = instant + follow_coefficient * (slow - instant)
+            counter += 1
+            if counter >= FOLLOW_UPDATE_FRAMES:
+                counter = 0
+                thr, knee_start_power = _follow_threshold(slow, ref_db, max_follow_db, threshold_db, knee_db)
+        gr_db, gain = _gain_step(power, gr_db, knee_start_power, db_per_neper_power, thr, slope, knee_db,
+                                 attack_coefficient, release_coefficient, makeup_db, makeup_gain, gr_floor_db,
+                                 max_gr_db)  # fmt: skip
         gr_out[i] = gr_db
         for c in range(channels):
             out[c, i] = np.float64(x[c, i]) * gain
     state[0] = mean_square
     state[1] = gr_db
+    state[2] = slow
+    state[3] = counter
 
 
 @njit(cache=True, fastmath=False, nogil=True)
@@ -277,6 +321,10 @@ def _stereo_compressor_kernel(  # type: ignore[no-untyped-def]
     release_coefficient,
     makeup_db,
     gr_floor_db,
+    max_gr_db,
+    follow_coefficient,
+    ref_db,
+    max_follow_db,
 ):
     """:func:`_detector_kernel` + :func:`_compressor_kernel` fused for two channels.
 
@@ -299,6 +347,12 @@ def _stereo_compressor_kernel(  # type: ignore[no-untyped-def]
     makeup_gain = math.exp(makeup_db * _LN10_OVER_20)
     mean_square = state[0]
     gr_db = state[1]
+    slow = state[2]
+    counter = int(state[3])
+    follow = follow_coefficient >= 0.0
+    thr = threshold_db
+    if follow:
+        thr, knee_start_power = _follow_threshold(slow, ref_db, max_follow_db, threshold_db, knee_db)
     for i in range(frames):
         vl = np.float64(x[0, i])
         vr = np.float64(x[1, i])
@@ -317,9 +371,17 @@ def _stereo_compressor_kernel(  # type: ignore[no-untyped-def]
             power = mean_square
         else:
             peak = max(abs(vl), abs(vr))
-            power = peak * peak
-        gr_db, gain = _gain_step(power, gr_db, knee_start_power, db_per_neper_power, threshold_db, slope, knee_db,
-                                 attack_coefficient, release_coefficient, makeup_db, makeup_gain, gr_floor_db)  # fmt: skip
+            instant = peak * peak
+            power = instant
+        if follow:
+            slow = instant + follow_coefficient * (slow - instant)
+            counter += 1
+            if counter >= FOLLOW_UPDATE_FRAMES:
+                counter = 0
+                thr, knee_start_power = _follow_threshold(slow, ref_db, max_follow_db, threshold_db, knee_db)
+        gr_db, gain = _gain_step(power, gr_db, knee_start_power, db_per_neper_power, thr, slope, knee_db,
+                                 attack_coefficient, release_coefficient, makeup_db, makeup_gain, gr_floor_db,
+                                 max_gr_db)  # fmt: skip
         gr_out[i] = gr_db
         out[0, i] = np.float64(x[0, i]) * gain
         out[1, i] = np.float64(x[1, i]) * gain
@@ -329,6 +391,8 @@ def _stereo_compressor_kernel(  # type: ignore[no-untyped-def]
     hpf_state[1, 1] = r2
     state[0] = mean_square
     state[1] = gr_db
+    state[2] = slow
+    state[3] = counter
 
 
 @njit(cache=True, fastmath=False, nogil=True)
@@ -492,6 +556,16 @@ class LinkedCompressor:
         Time constant of the RMS detector in ms, > 0 (ignored for ``'peak'``).
     sidechain_hpf_hz : float or None
         Corner of the detector high-pass in Hz, 10 Hz – 0.45·sample_rate, or None.
+    max_gr_db : float or None
+        Range: the gain reduction never exceeds this many dB (None: unlimited).
+    section_window_ms : float or None
+        With a value, the threshold follows the music's section level: a slow mean
+        square (this time constant) of the detector input is compared with
+        ``section_ref_db`` (the level of the loud passages the threshold was set for)
+        and the threshold moves by the difference (down at most ``max_follow_db``, up
+        at most 3 dB).  A quiet intro's peaks are then treated like a chorus's,
+        relative to their own level, so glue tightens transients without flattening
+        the song's sections.
 
     Attributes
     ----------
@@ -519,6 +593,10 @@ class LinkedCompressor:
         detector: str = "rms",
         rms_window_ms: float = 10.0,
         sidechain_hpf_hz: float | None = None,
+        max_gr_db: float | None = None,
+        section_window_ms: float | None = None,
+        section_ref_db: float = -20.0,
+        max_follow_db: float = 15.0,
     ) -> None:
         self.sample_rate = _check_sample_rate(sample_rate)
         self.channels = _check_channels(channels)
@@ -547,6 +625,19 @@ class LinkedCompressor:
                 )
             self.sidechain_hpf_hz = hpf_hz
 
+        if max_gr_db is not None and not _check_finite("max_gr_db", max_gr_db) > 0.0:
+            raise _fail(f"max_gr_db must be > 0 dB, got {max_gr_db}")
+        self.max_gr_db = math.inf if max_gr_db is None else float(max_gr_db)
+        if section_window_ms is not None and not _check_finite("section_window_ms", section_window_ms) > 0.0:
+            raise _fail(f"section_window_ms must be > 0 ms, got {section_window_ms}")
+        self.section_window_ms = section_window_ms
+        self.section_ref_db = _check_finite("section_ref_db", section_ref_db)
+        self.max_follow_db = _check_finite("max_follow_db", max_follow_db)
+        if not 0.0 <= self.max_follow_db <= 60.0:
+            raise _fail(f"max_follow_db must be 0-60 dB, got {max_follow_db}")
+        self._follow_coefficient = (
+            -1.0 if section_window_ms is None else _time_coefficient(float(section_window_ms), self.sample_rate)
+        )
         self._slope = 1.0 / self.ratio - 1.0
         self._knee_start_power = 10.0 ** ((self.threshold_db - 0.5 * self.knee_db) / 10.0)
         self._attack_coefficient = _time_coefficient(self.attack_ms, self.sample_rate)
@@ -558,13 +649,15 @@ class LinkedCompressor:
             self._hpf_coefficients = _biquad_coefficients(
                 "highpass", self.sidechain_hpf_hz, self.sample_rate, _BUTTERWORTH_Q
             )
-        self._state = np.zeros(2, dtype=np.float64)
+        self._state = np.zeros(4, dtype=np.float64)
         self._hpf_state = np.zeros((self.channels, 2), dtype=np.float64)
-        self.last_gain_reduction_db = np.zeros(0, dtype=np.float32)
+        self.reset()
 
     def reset(self) -> None:
         """Forget all history (detector, gain reduction, side-chain filter)."""
         self._state[:] = 0.0
+        # The section level starts at the reference: nothing is assumed quiet before it is heard.
+        self._state[2] = 10.0 ** (self.section_ref_db / 10.0)
         self._hpf_state[:] = 0.0
         self.last_gain_reduction_db = np.zeros(0, dtype=np.float32)
 
@@ -596,6 +689,7 @@ class LinkedCompressor:
                 self.sidechain_hpf_hz is not None, self._state, use_rms, self._rms_coefficient,
                 self.threshold_db, self._slope, self.knee_db, self._knee_start_power,
                 self._attack_coefficient, self._release_coefficient, self.makeup_db, GR_FLOOR_DB,
+                self.max_gr_db, self._follow_coefficient, self.section_ref_db, self.max_follow_db,
             )  # fmt: skip
             self.last_gain_reduction_db = gain_reduction_db
             return out
@@ -624,6 +718,10 @@ class LinkedCompressor:
             self._release_coefficient,
             self.makeup_db,
             GR_FLOOR_DB,
+            self.max_gr_db,
+            self._follow_coefficient,
+            self.section_ref_db,
+            self.max_follow_db,
         )
         self.last_gain_reduction_db = gain_reduction_db
         return out
@@ -868,3 +966,143 @@ def soft_clip(
     saturated = threshold + span * np.tanh(np.maximum(magnitude - threshold, 0.0) / span)
     shaped = np.minimum(saturated.astype(np.float32), ceiling_f32)
     return np.where(magnitude <= threshold, x, np.copysign(shaped, x)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- oversampled clipper
+
+#: Input frames either side of an interpolated point that the clipper's filters reach.
+CLIP_HALF_TAPS: Final = 12
+#: Oversampling factor of the clipper.
+CLIP_OVERSAMPLE: Final = 4
+#: Corner of the DC blocker on the clipper's correction signal.
+CLIP_DC_BLOCK_HZ: Final = 5.0
+
+
+def _clip_prototype(half_taps: int, factor: int) -> np.ndarray:
+    """Low-pass prototype at ``factor`` x the rate: cut at 0.45 of the input rate,
+    Kaiser window (about 90 dB stop band), DC gain 1 (decimation); x factor interpolates."""
+    n = 2 * half_taps * factor + 1
+    cutoff = 0.45 / factor  # cycles per sample at the high rate
+    t = np.arange(n) - (n - 1) / 2.0
+    h = 2.0 * cutoff * np.sinc(2.0 * cutoff * t) * np.kaiser(n, 9.0)
+    return np.asarray(h / h.sum(), dtype=np.float64)
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def _clipper_kernel(xx, racc, proto, factor, half, threshold, span, ceiling, start, stop):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """Adds the oversampled soft clipper's correction into ``racc`` for frames
+    ``start .. stop-1`` of ``xx`` (channels, m) (each needs ``half`` frames of context).
+
+    For every interpolated point between frame ``i`` and ``i + 1`` whose magnitude is
+    over ``threshold``, the difference between the saturated and the plain value is
+    filtered back to the input rate (scattered through the same low-pass) into the
+    frames it reaches. Frames with no sample near the threshold are skipped, so the
+    cost follows how often the signal is near the ceiling.
+    """
+    channels = xx.shape[0]
+    guard = threshold * 0.6
+    taps = proto.shape[0]
+    centre = taps // 2
+    for c in range(channels):
+        for i in range(start, stop):
+            if abs(xx[c, i]) < guard and abs(xx[c, i + 1]) < guard:
+                continue
+            for k in range(factor):
+                # interpolated value at i + k / factor
+                u = 0.0
+                for j in range(i - half + 1, i + half + 1):
+                    t = (i - j) * factor + k + centre
+                    if 0 <= t < taps:
+                        u += xx[c, j] * proto[t] * factor
+                a = abs(u)
+                if a <= threshold:
+                    continue
+                v = threshold + span * math.tanh((a - threshold) / span)
+                if v > ceiling:
+                    v = ceiling
+                r = (v - a) if u > 0 else (a - v)
+                q = i * factor + k
+                for j in range(i - half + 1, i + half + 1):
+                    t = j * factor - q + centre
+                    if 0 <= t < taps:
+                        racc[c, j] += r * proto[t]
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def _dc_block_kernel(r, out, x, state, coefficient):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """out = x + DC-blocked r (one-pole high-pass per channel); state = (channels, 2)."""
+    channels, n = r.shape
+    for c in range(channels):
+        prev_in = state[c, 0]
+        prev_out = state[c, 1]
+        for i in range(n):
+            v = r[c, i]
+            y = v - prev_in + coefficient * prev_out
+            prev_in = v
+            prev_out = y
+            out[c, i] = np.float32(np.float64(x[c, i]) + y)
+        state[c, 0] = prev_in
+        state[c, 1] = prev_out
+
+
+class OversampledClipper:
+    """Soft clipper applied to the signal oversampled ``CLIP_OVERSAMPLE`` times.
+
+    The fast first stage of the peak control: it rounds off single transients (a
+    snare's first millisecond) that a limiter could only catch by ducking the whole
+    mix.  Only the *correction* (saturated minus plain, non-zero near peaks) is
+    computed at the high rate, band-limited back to the input rate (harmonics above
+    0.45 fs are filtered out instead of folding back as aliases) and DC-blocked at
+    ``CLIP_DC_BLOCK_HZ`` (clipping an asymmetric wave would otherwise add a DC step),
+    then added to the input.  Saturation curve as :func:`soft_clip`.
+
+    Latency :attr:`latency_frames`; :meth:`flush` returns the held-back frames.
+    One thread at a time.
+    """
+
+    def __init__(self, sample_rate: int, channels: int, *, threshold_db: float, ceiling_db: float) -> None:
+        self.sample_rate = _check_sample_rate(sample_rate)
+        self.channels = _check_channels(channels)
+        threshold_db = _check_finite("threshold_db", threshold_db)
+        ceiling_db = _check_finite("ceiling_db", ceiling_db)
+        if not threshold_db < ceiling_db <= 24.0:
+            raise _fail(f"clipper threshold {threshold_db} dB must be below its ceiling {ceiling_db} dB (<= 24)")
+        self.threshold = 10.0 ** (threshold_db / 20.0)
+        self.ceiling = 10.0 ** (ceiling_db / 20.0)
+        self.span = self.ceiling - self.threshold
+        self.half = CLIP_HALF_TAPS
+        self.factor = CLIP_OVERSAMPLE
+        self.proto = _clip_prototype(self.half, self.factor)
+        #: history frames kept = latency
+        self.latency_frames = 2 * self.half
+        self._dc = float(np.exp(-2.0 * np.pi * CLIP_DC_BLOCK_HZ / self.sample_rate))
+        self.reset()
+
+    def reset(self) -> None:
+        p = self.latency_frames
+        self._hist = np.zeros((self.channels, p), dtype=np.float32)
+        self._racc = np.zeros((self.channels, p), dtype=np.float64)
+        self._dc_state = np.zeros((self.channels, 2), dtype=np.float64)
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """(channels, n) float32 in -> (channels, n) float32 out, delayed by :attr:`latency_frames`."""
+        x = _check_block(block, self.channels)
+        n = x.shape[1]
+        if n == 0:
+            return np.zeros((self.channels, 0), dtype=np.float32)
+        p, h = self.latency_frames, self.half
+        xx = np.concatenate([self._hist, x], axis=1)
+        racc = np.zeros((self.channels, p + n), dtype=np.float64)
+        racc[:, :p] = self._racc
+        # frames h .. n+h-1 have their look-ahead now; the correction of frame j is
+        # complete once every frame up to j + h is done: frames 0 .. n-1 of xx.
+        _clipper_kernel(xx, racc, self.proto, self.factor, h, self.threshold, self.span, self.ceiling, h, n + h)
+        out = np.empty((self.channels, n), dtype=np.float32)
+        _dc_block_kernel(racc[:, :n], out, xx[:, :n], self._dc_state, self._dc)
+        self._hist = np.ascontiguousarray(xx[:, n:])
+        self._racc = np.ascontiguousarray(racc[:, n:])
+        return out
+
+    def flush(self) -> np.ndarray:
+        """The last :attr:`latency_frames` frames (feeds silence through)."""
+        return self.process(np.zeros((self.channels, self.latency_frames), dtype=np.float32))

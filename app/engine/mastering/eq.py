@@ -94,6 +94,15 @@ def _smooth_neighbours(x: np.ndarray) -> np.ndarray:
     return 0.25 * p[:-2] + 0.5 * p[1:-1] + 0.25 * p[2:]
 
 
+def _smooth_light(x: np.ndarray) -> np.ndarray:
+    """1-6-1 smoothing across neighbouring bands: takes the edge off band-to-band jitter
+    while keeping a 1/3-octave match close (reference matching)."""
+    if len(x) < 3:
+        return x.copy()
+    p = np.concatenate([x[:1], x, x[-1:]])
+    return 0.125 * p[:-2] + 0.75 * p[1:-1] + 0.125 * p[2:]
+
+
 def _limit_moves(
     centers_hz: np.ndarray, moves_db: np.ndarray, in_db: np.ndarray, *, max_move_db: float
 ) -> np.ndarray:
@@ -124,6 +133,78 @@ def style_moves_db(
     return _limit_moves(centers_hz, moves, mid_db, max_move_db=max_move_db)
 
 
+def spectral_tilt_db_per_oct(centers_hz: np.ndarray, level_db: np.ndarray) -> float:
+    """Least-squares slope (dB per octave) of a 1/3-octave spectrum over 100 Hz-10 kHz."""
+    f = np.asarray(centers_hz, dtype=np.float64)
+    sel = (f >= 100.0) & (f <= 10000.0) & np.isfinite(level_db) & (np.asarray(level_db) > -250.0)
+    if np.count_nonzero(sel) < 3:
+        return 0.0
+    slope, _ = np.polyfit(np.log2(f[sel] / 1000.0), np.asarray(level_db, dtype=np.float64)[sel], 1)
+    return float(slope)
+
+
+def _trend_db(centers_hz: np.ndarray, level_db: np.ndarray, *, octaves: float = 1.0) -> np.ndarray:
+    """The spectrum smoothed with a Gaussian of ``octaves`` standard deviation in log-frequency."""
+    x = np.log2(np.asarray(centers_hz, dtype=np.float64))
+    w = np.exp(-0.5 * ((x[:, None] - x[None, :]) / octaves) ** 2)
+    return (w @ level_db) / w.sum(axis=1)
+
+
+def style_offsets_db(centers_hz: np.ndarray, style: str) -> np.ndarray:
+    """The style's own broad shelves and bells (dB), without the base curve."""
+    f = np.asarray(centers_hz, dtype=np.float64)
+    return style_target_db(f, style) - style_target_db(f, "balanced")
+
+
+def tone_moves_db(
+    centers_hz: np.ndarray,
+    mid_db: np.ndarray,
+    *,
+    style: str,
+    family: str,
+    target_tilt_db_per_oct: float,
+    amount: float,
+    max_move_db: float,
+) -> tuple[np.ndarray, list[str]]:
+    """EQ moves measured against the mix's own balance, and the reasons in words.
+
+    Three parts, each scaled by ``amount``: (1) a tilt around 1 kHz that brings the
+    mix's long-term slope (100 Hz-10 kHz) toward the family's target, at most ±1 dB per
+    octave; (2) half of the narrow bumps and dips against the mix's own smoothed trend
+    (resonances, at most ±2 dB); (3) the style's shelves and bells.  No boost goes into
+    sub-bass the mix does not have, and below 60 Hz only electronic and hip-hop get any.
+    """
+    f = np.asarray(centers_hz, dtype=np.float64)
+    level = np.asarray(mid_db, dtype=np.float64)
+    rel = level - _anchor(f, level)
+    tilt_mix = spectral_tilt_db_per_oct(f, level)
+    tilt_change = float(np.clip(target_tilt_db_per_oct - tilt_mix, -1.0, 1.0))
+    octs = np.clip(np.log2(f / 1000.0), np.log2(100.0 / 1000.0), np.log2(10000.0 / 1000.0))
+    tilt = tilt_change * octs
+    trend = _trend_db(f, rel)
+    corrective = np.clip(-0.5 * (rel - trend), -2.0, 2.0)
+    corrective = np.where((f >= 60.0) & (f <= 12000.0), corrective, 0.0)
+    moves = (tilt + _smooth_neighbours(corrective) + style_offsets_db(f, style)) * float(amount)
+    notes = [
+        f"the mix's tilt {tilt_mix:+.1f} dB/oct, {family} target {target_tilt_db_per_oct:+.1f}: "
+        f"{tilt_change * amount:+.1f} dB/oct around 1 kHz"
+    ]
+    bumps = np.abs(corrective) >= 1.0
+    if np.any(bumps):
+        notes.append("resonances evened out at " + ", ".join(f"{fc:g} Hz" for fc in f[bumps][:4]))
+    sub = f < 60.0
+    lacks_sub = float(np.mean(rel[(f >= 30.0) & (f < 60.0)])) < -10.0 if np.any((f >= 30) & (f < 60)) else True
+    if family not in ("electronic", "hip-hop") or lacks_sub:
+        if np.any(sub & (moves > 0)):
+            notes.append("no boost below 60 Hz" + (" (the mix has little sub-bass)" if lacks_sub else ""))
+        moves = np.where(sub & (moves > 0), 0.0, moves)
+    if family in ("acoustic-orchestral", "speech"):
+        moves = np.where((f < 120.0) & (moves > 0), moves * 0.5, moves)
+    if style != "balanced":
+        notes.append(f"{style} style shelves on top")
+    return _limit_moves(f, moves, level, max_move_db=max_move_db), notes
+
+
 def reference_moves_db(
     centers_hz: np.ndarray,
     in_mid_db: np.ndarray,
@@ -141,8 +222,8 @@ def reference_moves_db(
     each band — is what gets matched.
     """
     in_a, ref_a = _anchor(centers_hz, in_mid_db), _anchor(centers_hz, ref_mid_db)
-    mid = _smooth_neighbours((ref_mid_db - ref_a) - (in_mid_db - in_a)) * float(amount)
-    side = _smooth_neighbours((ref_side_db - ref_a) - (in_side_db - in_a)) * float(amount)
+    mid = _smooth_light((ref_mid_db - ref_a) - (in_mid_db - in_a)) * float(amount)
+    side = _smooth_light((ref_side_db - ref_a) - (in_side_db - in_a)) * float(amount)
     mid = _limit_moves(centers_hz, mid, in_mid_db, max_move_db=max_move_db)
     # A near-mono input has no side to shape: boosting it only raises noise and phase junk.
     side = _limit_moves(centers_hz, side, in_side_db + (in_a - _anchor(centers_hz, in_side_db)), max_move_db=max_move_db)

@@ -8,7 +8,12 @@ required gain ``r[n] = min(1, c / p[n])`` for ceiling ``c``.
 1. *Hold*: ``h[m] = min(r[m-K .. m+L+K])`` — a sliding minimum that looks ``L`` frames
    ahead (the look-ahead) and ``K`` frames either side (the interpolation filter's reach,
    so the gain is flat across every sample that shapes an inter-sample peak).
-2. *Release*: ``g[m] = min(h[m], 1 - (1 - g[m-1]) * a)`` only ever lowers the gain.
+2. *Release*: ``g[m] = min(h[m], rel[m])``, where ``rel`` recovers from ``g[m-1]`` toward
+   unity.  Program-dependent: a *sustained* gain ``s`` follows ``g`` down slowly
+   (``sustain_ms``) and recovers slowly (``release_ms``); below ``s`` the gain recovers
+   fast (``transient_release_ms``).  An isolated transient's dip is therefore short,
+   while a dense loud passage settles on a steady reduction instead of pumping at the
+   beat.  Whatever ``rel`` is, ``g <= h``, which is all the proof below needs.
 3. *Attack*: ``s[m] = mean(g[m-L .. m])``, a box average that turns the hold's steps
    into ramps of length ``L``.
 
@@ -46,6 +51,8 @@ def _envelope_kernel(
     window: int,
     box_len: int,
     release_coef: float,
+    fast_coef: float,
+    sustain_coef: float,
 ) -> None:  # pragma: no cover - compiled
     """Streaming hold -> release -> box-average over required gains.
 
@@ -54,7 +61,8 @@ def _envelope_kernel(
     does for ``src * scale`` (saving three array passes; ``scale`` and ``ceiling`` are
     unused otherwise).  ``out[i]`` is the smoothed gain for the frame ``window - 1 - K``
     frames before frame ``i`` (the caller delays the audio by the same amount).
-    istate = [t, head, count, box_pos]; fstate = [g_prev, box_sum].
+    istate = [t, head, count, box_pos]; fstate = [g_prev, box_sum, sustained gain].
+    ``fast_coef < 0`` turns the program-dependent release off (one release, ``release_coef``).
     """
     t = istate[0]
     head = istate[1]
@@ -62,6 +70,8 @@ def _envelope_kernel(
     box_pos = istate[3]
     g_prev = fstate[0]
     box_sum = fstate[1]
+    g_sus = fstate[2]
+    dual = fast_coef >= 0.0
     cap = dq_idx.shape[0]
     # Ring indices wrap by comparison, not ``%``: an integer division per deque step
     # cost more than the rest of the loop.  ``back`` is the newest entry's slot.
@@ -100,8 +110,17 @@ def _envelope_kernel(
             count -= 1
         h = dq_val[head]
         # release toward unity, never above the hold
-        rel = 1.0 - (1.0 - g_prev) * release_coef
+        if dual:
+            g_sus = 1.0 - (1.0 - g_sus) * release_coef
+            if g_prev < g_sus:
+                rel = g_sus - (g_sus - g_prev) * fast_coef
+            else:
+                rel = 1.0 - (1.0 - g_prev) * release_coef
+        else:
+            rel = 1.0 - (1.0 - g_prev) * release_coef
         g = h if h < rel else rel
+        if dual and g < g_sus:
+            g_sus = g + (g_sus - g) * sustain_coef
         g_prev = g
         # box average of length box_len
         box_sum += g - box[box_pos]
@@ -118,6 +137,7 @@ def _envelope_kernel(
     istate[3] = box_pos
     fstate[0] = g_prev
     fstate[1] = box_sum
+    fstate[2] = g_sus
 
 
 class LimiterEnvelope:
@@ -137,6 +157,8 @@ class LimiterEnvelope:
         release_ms: float = 120.0,
         margin_db: float = 0.05,
         guard_frames: int = GUARD_FRAMES,
+        transient_release_ms: float | None = None,
+        sustain_ms: float = 250.0,
     ) -> None:
         if not 8000 <= sample_rate <= 192000:
             raise ParameterError(f"sample rate {sample_rate} Hz is outside 8-192 kHz")
@@ -144,6 +166,12 @@ class LimiterEnvelope:
             raise ParameterError(f"look-ahead {lookahead_ms} ms must be within 0.5-50 ms")
         if release_ms <= 0:
             raise ParameterError(f"release {release_ms} ms must be > 0")
+        if transient_release_ms is not None and not 0 < transient_release_ms <= release_ms:
+            raise ParameterError(
+                f"transient release {transient_release_ms} ms must be > 0 and at most the release ({release_ms} ms)"
+            )
+        if sustain_ms <= 0:
+            raise ParameterError(f"sustain time {sustain_ms} ms must be > 0")
         if ceiling_dbtp > 0.0 or margin_db < 0.0:
             raise ParameterError("the ceiling must be <= 0 dBTP and the margin >= 0 dB")
         self.sample_rate = int(sample_rate)
@@ -156,6 +184,10 @@ class LimiterEnvelope:
         #: frames between a required gain entering and its smoothed gain leaving
         self.latency_frames = self.lookahead_frames + self.guard_frames
         self._release = float(np.exp(-1.0 / (release_ms * 1e-3 * sample_rate)))
+        self._fast = (
+            -1.0 if transient_release_ms is None else float(np.exp(-1.0 / (transient_release_ms * 1e-3 * sample_rate)))
+        )
+        self._sustain = float(np.exp(-1.0 / (sustain_ms * 1e-3 * sample_rate)))
         self.reset()
 
     def reset(self) -> None:
@@ -165,7 +197,7 @@ class LimiterEnvelope:
         self._box = np.ones(self._box_len, dtype=np.float64)
         self._istate = np.zeros(4, dtype=np.int64)
         # Unity history: the virtual frames before the signal need no reduction.
-        self._fstate = np.array([1.0, float(self._box_len)], dtype=np.float64)
+        self._fstate = np.array([1.0, float(self._box_len), 1.0], dtype=np.float64)
 
     def required_gain(self, peaks: np.ndarray) -> np.ndarray:
         """r = min(1, ceiling / peak) as float64."""
@@ -179,7 +211,7 @@ class LimiterEnvelope:
         out = np.empty(p.shape[0], dtype=np.float64)
         _envelope_kernel(
             p, 1.0, self.ceiling, True, out, self._dq_idx, self._dq_val, self._box, self._istate,
-            self._fstate, self._window, self._box_len, self._release,
+            self._fstate, self._window, self._box_len, self._release, self._fast, self._sustain,
         )  # fmt: skip
         return out
 

@@ -72,7 +72,7 @@ LEVELS: dict[str, Amounts] = {
 
 #: Largest EQ move (dB) per level; reference matching is capped at REFERENCE_MAX_MOVE_DB.
 LEVEL_MAX_EQ_DB = {"light": 2.5, "moderate": 4.0, "aggressive": 6.0}
-REFERENCE_MAX_MOVE_DB = 6.0
+REFERENCE_MAX_MOVE_DB = 10.0
 
 
 # ---------------------------------------------------------------------------- stages
@@ -113,6 +113,12 @@ class CompressorStage:
     knee_db: float = 6.0
     makeup_db: float = 0.0
     sidechain_hpf_hz: float | None = 90.0
+    #: range: the most gain reduction (dB) the glue may apply; None = unlimited
+    max_gr_db: float | None = None
+    #: the threshold follows the section level (slow RMS, this time constant) ...
+    section_window_ms: float | None = None
+    #: ... relative to this level (dBFS mean square of the loud passages)
+    section_ref_db: float | None = None
 
 
 @dataclass
@@ -145,7 +151,12 @@ class ImagerStage:
 
 @dataclass
 class SoftClipStage:
-    """Optional soft saturation before the limiter, relative to the limiter ceiling."""
+    """Optional soft clipper before the limiter (levels relative to the limiter ceiling).
+
+    It runs on the 4x oversampled signal with a band-limited, DC-blocked correction
+    (:class:`~app.engine.mastering.dynamics.OversampledClipper`): the fast first stage of
+    the peak control, taking single transients off before the limiter has to duck.
+    """
 
     enabled: bool = False
     threshold_db: float = 1.0  # dB above the ceiling where saturation starts
@@ -161,15 +172,33 @@ class LimiterStage:
     release_ms: float = 120.0
     margin_db: float = 0.05  # detection headroom below the ceiling for meter disagreement
     oversample: int = 4
+    #: program-dependent release: recovery time after a short transient (None: one
+    #: release, ``release_ms``, for everything)
+    transient_release_ms: float | None = None
+    #: how fast a sustained reduction builds up (then released over ``release_ms``)
+    sustain_ms: float = 250.0
 
 
 @dataclass
 class LoudnessStage:
-    """Integrated loudness target; ``gain_db`` is solved by the renderer and recorded."""
+    """Integrated loudness target; ``gain_db`` is solved by the renderer and recorded.
+
+    With ``guard`` on, the dynamics guard keeps the peak control within its budget
+    (limiter reduction at most ``max_limiter_gr_db`` and over 1 dB at most
+    ``max_limiter_over_1db_pct`` of the time, measured on 100 ms maxima; the clipper at
+    most ``max_clip_db``): when the target needs more, the master lands below the target
+    instead of being crushed, and the result says so.  ``guard`` off = loudness first.
+    """
 
     target_lufs: float = -14.0
     tolerance_lu: float = 0.2
     gain_db: float | None = None
+    guard: bool = False
+    #: recorded by the renderer when the guard landed below the target: the loudness it aimed for
+    aim_lufs: float | None = None
+    max_limiter_gr_db: float = 3.0
+    max_limiter_over_1db_pct: float = 5.0
+    max_clip_db: float = 3.0
 
 
 @dataclass
@@ -202,6 +231,8 @@ class MasteringPlan:
     output: OutputStage = field(default_factory=OutputStage)
     references: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: the music family the tone and dynamics were chosen for (see planner.GENRE_FAMILIES)
+    genre: str = ""
     version: int = PLAN_VERSION
 
     # ------------------------------------------------------------------ serialisation
@@ -257,6 +288,20 @@ class MasteringPlan:
             raise ParameterError(f"stereo width {self.imager.width} must be within 0-2")
         if self.compressor.enabled and self.compressor.ratio < 1.0:
             raise ParameterError("compressor ratio must be >= 1")
+        if self.compressor.max_gr_db is not None and self.compressor.max_gr_db <= 0:
+            raise ParameterError("compressor range (max_gr_db) must be > 0 dB")
+        if self.compressor.section_window_ms is not None and self.compressor.section_window_ms <= 0:
+            raise ParameterError("compressor section window must be > 0 ms")
+        if lim.transient_release_ms is not None and not 0 < lim.transient_release_ms <= lim.release_ms:
+            raise ParameterError("limiter transient release must be > 0 and at most its release")
+        if lim.sustain_ms <= 0:
+            raise ParameterError("limiter sustain time must be > 0 ms")
+        sc = self.soft_clip
+        if sc.enabled and not sc.threshold_db < sc.ceiling_db <= 6.0:
+            raise ParameterError("soft clip threshold must be below its ceiling (at most 6 dB over the limiter's)")
+        ld = self.loudness
+        if ld.max_limiter_gr_db <= 0 or ld.max_clip_db < 0 or not 0 <= ld.max_limiter_over_1db_pct <= 100:
+            raise ParameterError("dynamics guard budgets must be positive (limiter > 0 dB, 0-100 %)")
         if self.output.format not in ("wav16", "wav24", "wav32f", "flac", "flac16"):
             raise ParameterError(f"unknown output format {self.output.format!r}")
 

@@ -162,6 +162,8 @@ def test_linked_compressor_block_size_does_not_change_output(sample_rate, block_
         {"detector": "rms", "knee_db": 0.0},
         {"detector": "peak", "sidechain_hpf_hz": 100.0, "knee_db": 0.0, "makeup_db": 3.0},
         {"detector": "peak", "makeup_db": -2.0},
+        {"detector": "rms", "max_gr_db": 7.0, "section_window_ms": 300.0, "section_ref_db": -14.0},
+        {"detector": "peak", "section_window_ms": 50.0, "section_ref_db": -30.0, "max_follow_db": 6.0},
     ],
 )
 def test_stereo_compressor_kernel_equals_the_per_channel_kernels(config, block_size):
@@ -187,6 +189,7 @@ def test_stereo_compressor_kernel_equals_the_per_channel_kernels(config, block_s
             block, want, want_gr, detector, ref._state, use_rms, ref._rms_coefficient,
             ref.threshold_db, ref._slope, ref.knee_db, ref._knee_start_power,
             ref._attack_coefficient, ref._release_coefficient, ref.makeup_db, dynamics.GR_FLOOR_DB,
+            ref.max_gr_db, ref._follow_coefficient, ref.section_ref_db, ref.max_follow_db,
         )  # fmt: skip
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(fused.last_gain_reduction_db, want_gr)
