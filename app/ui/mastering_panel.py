@@ -218,6 +218,15 @@ def render_preview(
         if abs(err) <= chain.SOLVE_TOLERANCE_LU / 2:
             break
         g -= err
+    if plan.loudness.guard:
+        # the dynamics guard, as the full render applies it: the preview plays what the master will
+        peaks = analysis.true_peak_frames(y, sr, oversample=plan.limiter.oversample)
+        at = chain.predict_in_memory(y, peaks, plan, g)
+        guarded, _ = chain.guard_gain_db(lambda gain: chain.predict_in_memory(y, peaks, plan, gain), plan, g, at)
+        if guarded < g:
+            g = guarded
+            out = final(g)
+            lufs = analysis.integrated_loudness(out, sr)
     return out, g, g - (target - pre_lufs), lufs
 
 

@@ -248,3 +248,18 @@ def test_panel_preview_renders_what_the_engine_preview_renders(program_44k_30s: 
     # a warm start from the previous limiter offset lands on the same answer
     _out2, gain2, _, lufs2 = render_preview(ex, plan, limiter_offset_db=offset_db)
     assert abs(gain2 - gain_db) <= chain.SOLVE_TOLERANCE_LU and abs(lufs2 - lufs) <= chain.SOLVE_TOLERANCE_LU
+
+
+def test_panel_preview_applies_the_dynamics_guard_like_the_engine(program_44k_30s: Path) -> None:
+    """A target far above what the budget allows: the preview lands where the engine's
+    in-memory render lands, not on the target."""
+    settings = MasterSettings(target="custom", lufs=-6.0, ceiling_dbtp=-1.0)
+    plan, before, _ = chain.plan_for_file(program_44k_30s, settings)
+    assert plan.loudness.guard
+    _src, ref, _ = chain.preview(program_44k_30s, plan, before)
+    ex = read_excerpt(program_44k_30s, before)
+    _out, _gain, _, lufs = render_preview(ex, plan)
+    ref_lufs = analysis.integrated_loudness(ref, 44100)
+    target = plan.loudness.target_lufs + ex.offset_lu
+    assert lufs < target - 1.0  # held back by the guard
+    assert abs(lufs - ref_lufs) <= 0.2

@@ -1324,13 +1324,13 @@ def _solve_in_memory(y: np.ndarray, plan: MasteringPlan) -> float:
         peaks = analysis.true_peak_frames(y, plan.sample_rate, oversample=plan.limiter.oversample)
 
         def evaluate(gain_db: float) -> Prediction:
-            return _predict_in_memory(y, peaks, plan, gain_db)
+            return predict_in_memory(y, peaks, plan, gain_db)
 
         g, _ = guard_gain_db(evaluate, plan, g, evaluate(g))
     return g
 
 
-def _predict_in_memory(y: np.ndarray, peaks: np.ndarray, plan: MasteringPlan, gain_db: float) -> Prediction:
+def predict_in_memory(y: np.ndarray, peaks: np.ndarray, plan: MasteringPlan, gain_db: float) -> Prediction:
     """:class:`Prediction` of an in-memory signal by rendering it (exact, for short excerpts)."""
     final = FinalStage(plan, gain_db)
     out = np.concatenate([final.process(y), final.flush()], axis=1)
