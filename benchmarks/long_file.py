@@ -5,7 +5,9 @@
 The mix is the 7-minute program from tests/material.py repeated (streamed to disk,
 never held in memory).  ``amc master`` runs as a child process; its peak RSS comes
 from ``os.wait4``.  Memory must not grow with length: compare with the 7-minute
-figure of benchmarks/mastering.py.
+figure of benchmarks/mastering.py.  The child's temporary folder is a fresh one
+(``TMPDIR``), polled every 0.1 s: the peak size of its scratch is printed too
+(target: <= 500 MB for 60 minutes).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import soundfile as sf
@@ -48,10 +51,31 @@ def main() -> int:
                     if written >= total:
                         break
         master = pathlib.Path(tmp) / "long-master.wav"
+        scratch_root = pathlib.Path(tmp) / "tmpdir"
+        scratch_root.mkdir()
+        peak = [0]
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(0.1):
+                size = 0
+                for f in scratch_root.rglob("*"):
+                    try:
+                        size += f.stat().st_size if f.is_file() else 0
+                    except OSError:
+                        pass
+                peak[0] = max(peak[0], size)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
         t = time.perf_counter()
-        proc = subprocess.Popen([*amc_cmd, "master", str(mix), "-o", str(master), "-q"])
+        proc = subprocess.Popen([*amc_cmd, "master", str(mix), "-o", str(master), "-q"],
+                                env={**os.environ, "TMPDIR": str(scratch_root)})  # fmt: skip
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t
+        done.set()
+        watcher.join()
+        left = list(scratch_root.iterdir())
         if os.waitstatus_to_exitcode(status) != 0:
             print("amc master failed", file=sys.stderr)
             return 1
@@ -59,6 +83,7 @@ def main() -> int:
         print(f"mix: {args.minutes:g} min at {args.rate} Hz, 24-bit stereo ({mix.stat().st_size / 1e9:.2f} GB)")
         print(f"amc master: {wall:.1f} s wall ({args.minutes * 60 / wall:.0f}x realtime), "
               f"peak RSS {usage.ru_maxrss / 1024:.0f} MB; output {info.samplerate} Hz, {info.duration / 60:.1f} min")  # fmt: skip
+        print(f"scratch: peak {peak[0] / 1e6:.0f} MB in TMPDIR (target <= 500 MB), {len(left)} entries left after")
     return 0
 
 
