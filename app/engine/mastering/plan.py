@@ -72,7 +72,7 @@ LEVELS: dict[str, Amounts] = {
 
 #: Largest EQ move (dB) per level; reference matching is capped at REFERENCE_MAX_MOVE_DB.
 LEVEL_MAX_EQ_DB = {"light": 2.5, "moderate": 4.0, "aggressive": 6.0}
-REFERENCE_MAX_MOVE_DB = 10.0
+REFERENCE_MAX_MOVE_DB = 12.0
 
 
 # ---------------------------------------------------------------------------- stages

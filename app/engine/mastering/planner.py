@@ -281,13 +281,16 @@ def make_plan(
         if settings.mono_bass is True:
             mono_bass = 120.0
             notes.append("bass mono below 120 Hz (asked for)")
-        elif settings.mono_bass is None and wid > 0 and family not in ("acoustic-orchestral", "speech") \
+        elif settings.mono_bass is None and wid > 0 and not references \
+                and family not in ("acoustic-orchestral", "speech") \
                 and low_corr < 0.5 and feats["low_side_db"] > -15.0:  # fmt: skip
             mono_bass = 120.0
             notes.append(
                 f"bass mono below 120 Hz: the low end is phasey (correlation {low_corr:.2f}, side "
                 f"{feats['low_side_db']:.0f} dB under the mid), which folds badly on mono systems"
             )
+        elif references:
+            notes.append("low end shaped by the reference's side EQ (no forced mono bass)")
         else:
             notes.append(
                 f"low end kept stereo (correlation {low_corr:.2f}"
