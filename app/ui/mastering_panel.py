@@ -197,7 +197,7 @@ def render_preview(
     Returns ``(out (channels, frames) float32, gain_db, limiter_offset_db, integrated_lufs)``.
     """
     sr = plan.sample_rate
-    y = _pre_chain_pipelined(excerpt.audio, plan)
+    y = chain.ride_in_memory(excerpt.audio, _pre_chain_pipelined(excerpt.audio, plan), plan)
 
     def final(g: float) -> np.ndarray:
         stage = chain.FinalStage(plan, g)

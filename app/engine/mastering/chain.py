@@ -348,6 +348,80 @@ def _subblock_edges(total_frames: int, sample_rate: int) -> np.ndarray:
     return np.round(np.arange(n + 1) * sample_rate / 10.0).astype(np.int64)
 
 
+#: Moving-average length (10 Hz points) that smooths the section ride.
+RIDE_SMOOTH_POINTS = 21
+
+
+def section_ride_db(src_st_lufs: np.ndarray, pre_st_lufs: np.ndarray, *, max_db: float) -> np.ndarray:
+    """The section ride: per 10 Hz short-term window, the dB that put the processed
+    signal's section loudness back at the source's pattern.
+
+    Windows more than 20 LU under the source's loudest, or silent, take their nearest
+    neighbour's value; the curve is smoothed over ~2 s, its power-weighted mean removed
+    (the level is the loudness solve's job) and clamped to ±``max_db``.
+    """
+    src = np.asarray(src_st_lufs, dtype=np.float64)
+    pre = np.asarray(pre_st_lufs, dtype=np.float64)
+    n = min(len(src), len(pre))
+    src, pre = src[:n], pre[:n]
+    ok = np.isfinite(src) & np.isfinite(pre)
+    if np.count_nonzero(ok) < 2:
+        return np.zeros(n)
+    ok &= src > float(np.max(src[ok])) - 20.0
+    idx = np.arange(n)
+    good = idx[ok]
+    d = np.interp(idx, good, (src - pre)[good])
+    k = min(RIDE_SMOOTH_POINTS, n if n % 2 else n - 1)
+    if k >= 3:
+        d = np.convolve(np.pad(d, k // 2, mode="edge"), np.ones(k) / k, mode="valid")
+    w = 10.0 ** (src[ok] / 10.0)
+    d = d - float(np.sum(w * d[ok]) / np.sum(w))
+    return np.clip(d, -max_db, max_db)
+
+
+class RideCurve:
+    """Per-frame linear gains from a 10 Hz section-ride curve (window k is centred at
+    k / 10 + 1.5 s; linear interpolation between centres, held at the ends)."""
+
+    def __init__(self, ride_db: np.ndarray, sample_rate: int) -> None:
+        self.db = np.asarray(ride_db, dtype=np.float64)
+        self.centres = (np.arange(len(self.db)) / 10.0 + 1.5) * sample_rate
+
+    def gains(self, start_frame: int, n: int) -> np.ndarray:
+        if self.db.size == 0:
+            return np.ones(n, dtype=np.float32)
+        f = np.arange(start_frame, start_frame + n, dtype=np.float64)
+        return (10.0 ** (np.interp(f, self.centres, self.db) / 20.0)).astype(np.float32)
+
+    @property
+    def max_abs_db(self) -> float:
+        return float(np.max(np.abs(self.db))) if self.db.size else 0.0
+
+
+def _short_term_from_subblocks(z: np.ndarray) -> np.ndarray:
+    """Short-term loudness (LUFS, 3 s windows at 10 Hz) from 100 ms sub-block mean powers."""
+    if len(z) < 30:
+        return np.zeros(0)
+    c = np.concatenate([[0.0], np.cumsum(z, dtype=np.float64)])
+    p = (c[30:] - c[:-30]) / 30.0
+    with np.errstate(divide="ignore"):
+        return analysis.LOUDNESS_OFFSET_DB + 10.0 * np.log10(p)
+
+
+def ride_in_memory(source: np.ndarray, processed: np.ndarray, plan: MasteringPlan) -> np.ndarray:
+    """``processed`` with the plan's section ride applied (measured against ``source``)."""
+    if not plan.section_ride.enabled:
+        return processed
+    sr = plan.sample_rate
+    metres = []
+    for a in (source, processed):
+        m = analysis.LoudnessMeter(sr, a.shape[0])
+        m.process(a)
+        metres.append(m.short_term_lufs)
+    ride = RideCurve(section_ride_db(metres[0], metres[1], max_db=plan.section_ride.max_db), sr)
+    return (processed * ride.gains(0, processed.shape[1])[None, :]).astype(np.float32)
+
+
 #: Largest pre-limiter audio kept on disk between the passes (bytes); longer mixes run the
 #: pre-chain again in the render pass instead (so scratch stays bounded whatever the length).
 SCRATCH_AUDIO_BUDGET_BYTES = 256 << 20
@@ -643,7 +717,9 @@ def _clip_curve_db(plan: MasteringPlan) -> tuple[float, float]:
     return lim.ceiling_dbtp + sc.threshold_db, lim.ceiling_dbtp + sc.ceiling_db
 
 
-def predict(scratch: ScratchTrack, plan: MasteringPlan, gain_db: float) -> Prediction:
+def predict(
+    scratch: ScratchTrack, plan: MasteringPlan, gain_db: float, ride: RideCurve | None = None
+) -> Prediction:
     """Predicted loudness and peak-control figures after gain + clipper + limiter, from the
     scratch peaks and power.
 
@@ -675,7 +751,13 @@ def predict(scratch: ScratchTrack, plan: MasteringPlan, gain_db: float) -> Predi
 
     thr_db, ceil_db = _clip_curve_db(plan)
     thr = 10.0 ** (thr_db / 20.0)
+    pos = 0
     for p, w in zip(scratch.blocks("p"), scratch.blocks("w"), strict=True):
+        if ride is not None:
+            rg = ride.gains(pos, p.shape[0])
+            pos += p.shape[0]
+            p = p * rg
+            w = w * (rg * rg)
         if not sc.enabled:
             run(p, g, w)  # the kernel scales the float32 peaks itself, as float64
             continue
@@ -693,9 +775,11 @@ def predict(scratch: ScratchTrack, plan: MasteringPlan, gain_db: float) -> Predi
     return Prediction(gain_db, lufs, st["max_db"], st["over_1db_pct"], clip_max)
 
 
-def model_loudness(scratch: ScratchTrack, plan: MasteringPlan, gain_db: float) -> float:
+def model_loudness(
+    scratch: ScratchTrack, plan: MasteringPlan, gain_db: float, ride: RideCurve | None = None
+) -> float:
     """Predicted integrated loudness after gain + limiter (see :func:`predict`)."""
-    return predict(scratch, plan, gain_db).lufs
+    return predict(scratch, plan, gain_db, ride).lufs
 
 
 def guard_gain_db(
@@ -942,8 +1026,9 @@ def plan_for_file(
 
 def _pre_chain_pass(
     path: Path, plan: MasteringPlan, scratch: ScratchTrack, progress: ProgressFn, total: int
-) -> tuple[_GrTracker, float]:
-    """Pass B; returns the compressor's gain reduction and the pre-limiter integrated loudness."""
+) -> tuple[_GrTracker, float, np.ndarray]:
+    """Pass B; returns the compressor's gain reduction, the pre-limiter integrated loudness and
+    its short-term loudness series (10 Hz)."""
     pre = PreChain(plan)
     pre.fir.fft_workers = 1  # the FIR has a thread of its own here
     tp = analysis.TruePeakMeter(plan.sample_rate, plan.channels, oversample=plan.limiter.oversample)
@@ -982,10 +1067,13 @@ def _pre_chain_pass(
         dynamics(pre.linear_flush(), bg)
     scratch.write("p", tp.flush())
     scratch.finish()
-    return comp_gr, _integrated_from_subblocks(loud.mean_power())
+    z = loud.mean_power()
+    return comp_gr, _integrated_from_subblocks(z), _short_term_from_subblocks(z)
 
 
-def solve_gain_db(scratch: ScratchTrack, plan: MasteringPlan, first_guess_db: float) -> float:
+def solve_gain_db(
+    scratch: ScratchTrack, plan: MasteringPlan, first_guess_db: float, ride: RideCurve | None = None
+) -> float:
     """Gain before the limiter that lands the modelled loudness on target.
 
     The model is smooth and nearly linear in the gain, so it is evaluated at two gains
@@ -997,8 +1085,8 @@ def solve_gain_db(scratch: ScratchTrack, plan: MasteringPlan, first_guess_db: fl
 
     def pair(a: float, b: float) -> tuple[float, float]:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="amc-solve") as pool:
-            fa = pool.submit(model_loudness, scratch, plan, a)
-            fb = pool.submit(model_loudness, scratch, plan, b)
+            fa = pool.submit(model_loudness, scratch, plan, a, ride)
+            fb = pool.submit(model_loudness, scratch, plan, b, ride)
             return fa.result(), fb.result()
 
     def interpolate(a: float, la: float, b: float, lb: float) -> float:
@@ -1019,7 +1107,7 @@ def solve_gain_db(scratch: ScratchTrack, plan: MasteringPlan, first_guess_db: fl
     la, lb = pair(a, b)
     g = interpolate(a, la, b, lb)
     for _ in range(8):  # rare: secant steps until the model agrees
-        lg = model_loudness(scratch, plan, g)
+        lg = model_loudness(scratch, plan, g, ride)
         if abs(lg - target) <= SOLVE_TOLERANCE_LU / 2:
             break
         g, a, la = interpolate(a, la, g, lg), g, lg
@@ -1048,6 +1136,7 @@ def _render_pass(
     ceiling_offset_db: float,
     progress: ProgressFn,
     p_from: float,
+    ride: RideCurve | None = None,
 ) -> tuple[analysis.Analysis, np.ndarray]:
     final = FinalStage(plan, gain_db, ceiling_offset_db=ceiling_offset_db)
     an = analysis.Analyzer(plan.sample_rate, plan.channels, keep_musical=False)
@@ -1073,6 +1162,10 @@ def _render_pass(
             else _pre_chain_again(path, plan)
         )
         for x, p in source:
+            if ride is not None:
+                rg = ride.gains(done, x.shape[1])
+                x = x * rg[None, :]
+                p = None if p is None else p * rg
             take(final.process(x, p))
             done += x.shape[1]
             progress(p_from + (0.98 - p_from) * done / max(scratch.frames, 1), "limiting and writing")
@@ -1145,18 +1238,24 @@ def master_file(
     keep_audio = info.frames * plan.channels * 4 <= SCRATCH_AUDIO_BUDGET_BYTES
     scratch = ScratchTrack(plan.channels, scratch_dir, keep_audio=keep_audio)
     try:
-        comp_gr, pre_lufs = _pre_chain_pass(path, plan, scratch, progress, info.frames)
+        comp_gr, pre_lufs, pre_st = _pre_chain_pass(path, plan, scratch, progress, info.frames)
+        ride = None
+        if plan.section_ride.enabled:
+            src_st = np.asarray([v if v is not None else -np.inf for v in before.short_term_series])
+            ride = RideCurve(section_ride_db(src_st, pre_st, max_db=plan.section_ride.max_db), plan.sample_rate)
+            if plan.loudness.gain_db is None:  # a fresh plan: say what the ride did
+                plan = replace(plan, notes=[*plan.notes, f"section ride measured: at most {ride.max_abs_db:.1f} dB"])
         progress(0.56, "solving loudness through the limiter")
         gain_db = plan.loudness.gain_db
         prediction = None
         if gain_db is None:
             if not np.isfinite(pre_lufs):
                 raise ProcessingError("the processed signal is silent: cannot reach the loudness target")
-            gain_db = solve_gain_db(scratch, plan, plan.loudness.target_lufs - pre_lufs)
+            gain_db = solve_gain_db(scratch, plan, plan.loudness.target_lufs - pre_lufs, ride)
             if plan.loudness.guard:
                 progress(0.58, "checking the dynamics budget")
-                at = predict(scratch, plan, gain_db)
-                gain_db, prediction = guard_gain_db(lambda g: predict(scratch, plan, g), plan, gain_db, at)
+                at = predict(scratch, plan, gain_db, ride)
+                gain_db, prediction = guard_gain_db(lambda g: predict(scratch, plan, g, ride), plan, gain_db, at)
                 plan = _with_guard(plan, at, prediction)
         aim = plan.loudness.aim_lufs if plan.loudness.aim_lufs is not None else plan.loudness.target_lufs
         ceiling_offset = 0.0
@@ -1170,7 +1269,7 @@ def master_file(
                 noise_shaping=plan.output.noise_shaping,
             )  # fmt: skip
             try:
-                after, lim_gr = _render_pass(path, scratch, plan, gain_db, writer, ceiling_offset, progress, 0.6)
+                after, lim_gr = _render_pass(path, scratch, plan, gain_db, writer, ceiling_offset, progress, 0.6, ride)
             except BaseException:
                 writer.abort()
                 raise
@@ -1298,7 +1397,7 @@ def render_array(audio: np.ndarray, plan: MasteringPlan, *, gain_db: float | Non
     if x.ndim != 2 or x.shape[0] != plan.channels:
         raise ParameterError(f"audio must be ({plan.channels}, frames)")
     pre = PreChain(plan)
-    y = np.concatenate([pre.process(x), pre.flush()], axis=1)
+    y = ride_in_memory(x, np.concatenate([pre.process(x), pre.flush()], axis=1), plan)
     gain = gain_db if gain_db is not None else plan.loudness.gain_db
     if gain is None:
         gain = _solve_in_memory(y, plan)

@@ -150,6 +150,16 @@ class ImagerStage:
 
 
 @dataclass
+class SectionRideStage:
+    """Keeps the song's section balance: a slow gain ride (3 s loudness windows, at most
+    ``max_db`` either way) that puts each section back at its original distance from the
+    rest after EQ and glue changed it (the curve is measured by the renderer)."""
+
+    enabled: bool = False
+    max_db: float = 3.0
+
+
+@dataclass
 class SoftClipStage:
     """Optional soft clipper before the limiter (levels relative to the limiter ceiling).
 
@@ -225,6 +235,7 @@ class MasteringPlan:
     compressor: CompressorStage = field(default_factory=CompressorStage)
     multiband: MultibandStage = field(default_factory=MultibandStage)
     imager: ImagerStage = field(default_factory=ImagerStage)
+    section_ride: SectionRideStage = field(default_factory=SectionRideStage)
     soft_clip: SoftClipStage = field(default_factory=SoftClipStage)
     limiter: LimiterStage = field(default_factory=LimiterStage)
     loudness: LoudnessStage = field(default_factory=LoudnessStage)
@@ -296,6 +307,8 @@ class MasteringPlan:
             raise ParameterError("limiter transient release must be > 0 and at most its release")
         if lim.sustain_ms <= 0:
             raise ParameterError("limiter sustain time must be > 0 ms")
+        if not 0.0 <= self.section_ride.max_db <= 6.0:
+            raise ParameterError("section ride range must be 0-6 dB")
         sc = self.soft_clip
         if sc.enabled and not sc.threshold_db < sc.ceiling_db <= 6.0:
             raise ParameterError("soft clip threshold must be below its ceiling (at most 6 dB over the limiter's)")
@@ -337,6 +350,7 @@ _STAGE_TYPES: dict[str, dict[str, Any]] = {
         "compressor": CompressorStage,
         "multiband": MultibandStage,
         "imager": ImagerStage,
+        "section_ride": SectionRideStage,
         "soft_clip": SoftClipStage,
         "limiter": LimiterStage,
         "loudness": LoudnessStage,

@@ -33,6 +33,7 @@ from app.engine.mastering.plan import (
     MasteringPlan,
     MultibandStage,
     OutputStage,
+    SectionRideStage,
     SoftClipStage,
     resolve_amounts,
     resolve_target,
@@ -307,6 +308,11 @@ def make_plan(
             notes.append(f"stereo width x{width:.2f}")
     imager = ImagerStage(width=round(width, 3), mono_bass_hz=mono_bass)
 
+    # --- section balance: the EQ and the glue must not move the song's sections
+    ride = SectionRideStage(enabled=dyn > 0 or eq.enabled, max_db=3.0)
+    if ride.enabled:
+        notes.append("section ride: each section kept at its original distance from the rest (slow, at most ±3 dB)")
+
     # --- peak control: clipper, limiter, dynamics guard
     club = settings.target == "club"
     clip_on = club or style == "creative" or (
@@ -353,6 +359,7 @@ def make_plan(
         compressor=comp,
         multiband=mb,
         imager=imager,
+        section_ride=ride,
         soft_clip=soft,
         limiter=limiter,
         loudness=loudness,

@@ -9,7 +9,7 @@ import soundfile as sf
 
 from app.engine import analysis
 from app.engine.errors import ParameterError
-from app.engine.mastering.chain import gr_stats, master_file
+from app.engine.mastering.chain import gr_stats, master_file, spectrum_of
 from app.engine.mastering.dynamics import LinkedCompressor, OversampledClipper, soft_clip
 from app.engine.mastering.limiter import LimiterEnvelope
 from app.engine.mastering.planner import MasterSettings
@@ -169,3 +169,46 @@ def test_gr_stats():
     s = gr_stats(np.array([0.0, 0.5, 2.0, 3.0]))
     assert s == {"max_db": 3.0, "mean_db": 1.375, "over_1db_pct": 50.0}
     assert gr_stats(np.zeros(0))["max_db"] == 0.0
+
+
+def test_section_ride_puts_sections_back_where_they_were():
+    from app.engine.mastering.chain import RideCurve, section_ride_db
+
+    src = np.r_[np.full(100, -24.0), np.full(100, -14.0)]
+    pre = np.r_[np.full(100, -22.0), np.full(100, -14.0)]  # the processing lifted the intro 2 dB
+    d = section_ride_db(src, pre, max_db=3.0)
+    assert d[20:80].mean() - d[120:180].mean() == pytest.approx(-2.0, abs=0.05)
+    assert np.all(np.abs(d) <= 3.0)
+    # a 10 dB change is beyond the ride's range: clamped, never more
+    assert np.all(np.abs(section_ride_db(src, src + np.r_[np.full(100, 10.0), np.zeros(100)], max_db=3.0)) <= 3.0)
+    # silence and windows 20 LU under the loudest do not steer it
+    quiet = src.copy()
+    quiet[:30] = -np.inf
+    quiet[30:60] = -60.0
+    assert np.all(np.isfinite(section_ride_db(quiet, pre, max_db=3.0)))
+    r = RideCurve(np.array([0.0, 6.0]), 10)  # centres at 15 and 16 frames (1.5 s, 1.6 s at 10 Hz)
+    np.testing.assert_allclose(20 * np.log10(r.gains(0, 20)), np.r_[np.zeros(16), np.full(4, 6.0)], atol=1e-5)
+
+
+def test_section_ride_in_memory_restores_the_balance_an_eq_moved():
+    from app.engine.mastering.chain import ride_in_memory
+    from app.engine.mastering.planner import make_plan
+
+    x = _transients(24.0)
+    x[:, : 12 * SR] *= 10 ** (-6 / 20)
+    moved = x.copy()
+    moved[:, 12 * SR :] *= 10 ** (2.5 / 20)  # as if the EQ had lifted the loud half's content
+
+    def contrast(a: np.ndarray) -> float:
+        return analysis.integrated_loudness(a[:, 14 * SR :], SR) - analysis.integrated_loudness(a[:, 2 * SR : 10 * SR], SR)
+
+    plan = make_plan(
+        sample_rate=SR, channels=2, integrated_lufs=-16.0, loudness_range_lu=6.0,
+        short_term_lufs=np.linspace(-22, -14, 100), correlation=0.8,
+        spectrum=spectrum_of(analysis.analyze(x, SR)),
+        settings=MasterSettings(),
+    )  # fmt: skip
+    assert plan.section_ride.enabled
+    fixed = ride_in_memory(x, moved, plan)
+    assert abs(contrast(moved) - contrast(x)) > 2.0
+    assert abs(contrast(fixed) - contrast(x)) < 0.5
