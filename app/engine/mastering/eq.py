@@ -104,10 +104,12 @@ def _smooth_light(x: np.ndarray) -> np.ndarray:
 
 
 def _limit_moves(
-    centers_hz: np.ndarray, moves_db: np.ndarray, in_db: np.ndarray, *, max_move_db: float
-) -> np.ndarray:
-    """Cap moves at ±max_move_db; never boost bands the input barely has (noise, not music)."""
-    moves = np.clip(moves_db, -max_move_db, max_move_db)
+    centers_hz: np.ndarray, moves_db: np.ndarray, in_db: np.ndarray, *, max_move_db: float,
+    max_cut_db: float | None = None,
+) -> np.ndarray:  # fmt: skip
+    """Cap moves at ±max_move_db (cuts at ``max_cut_db`` when given); never boost bands the
+    input barely has (noise, not music)."""
+    moves = np.clip(moves_db, -(max_move_db if max_cut_db is None else max_cut_db), max_move_db)
     rel = in_db - _anchor(centers_hz, in_db)
     # Boosting a band that sits 35 dB under the mids only raises hiss or rumble.
     quiet = rel < -35.0
@@ -219,14 +221,31 @@ def reference_moves_db(
 
     Mid is matched in shape (both anchored on their own mid level).  Side is anchored on
     the *mid* level of the same track, so the side/mid ratio per band — the width of
-    each band — is what gets matched.
+    each band — is what gets matched.  ``amount`` of the way there: the target is
+    ``input + amount x (reference - input)`` in those terms.
+
+    The result is judged anchored on its own new mid level, which the moves shift; so
+    the moves are refined a few times against the predicted result (bands held back by
+    a cap would otherwise pull every other band off its target).  Boosts are capped at
+    ``max_move_db``; side cuts (narrowing an image wider than the reference's, always
+    safe) may go twice as deep.
     """
-    in_a, ref_a = _anchor(centers_hz, in_mid_db), _anchor(centers_hz, ref_mid_db)
-    mid = _smooth_light((ref_mid_db - ref_a) - (in_mid_db - in_a)) * float(amount)
-    side = _smooth_light((ref_side_db - ref_a) - (in_side_db - in_a)) * float(amount)
-    mid = _limit_moves(centers_hz, mid, in_mid_db, max_move_db=max_move_db)
-    # A near-mono input has no side to shape: boosting it only raises noise and phase junk.
-    side = _limit_moves(centers_hz, side, in_side_db + (in_a - _anchor(centers_hz, in_side_db)), max_move_db=max_move_db)
+    f = np.asarray(centers_hz, dtype=np.float64)
+    in_a, ref_a = _anchor(f, in_mid_db), _anchor(f, ref_mid_db)
+    a = float(amount)
+    want_mid = (in_mid_db - in_a) + a * ((ref_mid_db - ref_a) - (in_mid_db - in_a))
+    want_side = (in_side_db - in_a) + a * ((ref_side_db - ref_a) - (in_side_db - in_a))
+    side_floor = in_side_db + (in_a - _anchor(f, in_side_db))
+    d_mid = want_mid - (in_mid_db - in_a)
+    d_side = want_side - (in_side_db - in_a)
+    mid = side = np.zeros_like(f)
+    for _ in range(4):
+        mid = _limit_moves(f, _smooth_light(d_mid), in_mid_db, max_move_db=max_move_db)
+        # A near-mono input has no side to shape: boosting it only raises noise and phase junk.
+        side = _limit_moves(f, _smooth_light(d_side), side_floor, max_move_db=max_move_db, max_cut_db=2.0 * max_move_db)
+        out_a = _anchor(f, in_mid_db + mid)
+        d_mid = d_mid + (want_mid - (in_mid_db + mid - out_a))
+        d_side = d_side + (want_side - (in_side_db + side - out_a))
     return mid, side
 
 

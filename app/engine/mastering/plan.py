@@ -292,9 +292,12 @@ class MasteringPlan:
             raise ParameterError(f"high-pass {self.filter.highpass_hz} Hz must be within 0-200 Hz")
         if len(self.eq.mid_gain_db) != len(self.eq.freqs_hz) or len(self.eq.side_gain_db) != len(self.eq.freqs_hz):
             raise ParameterError("EQ gains must have one value per band frequency")
-        for g in (*self.eq.mid_gain_db, *self.eq.side_gain_db):
+        for g in self.eq.mid_gain_db:
             if abs(g) > 12.0:
                 raise ParameterError(f"EQ move {g:.1f} dB exceeds ±12 dB")
+        for g in self.eq.side_gain_db:  # narrowing a too-wide band may cut deeper
+            if not -24.0 <= g <= 12.0:
+                raise ParameterError(f"side EQ move {g:.1f} dB is outside -24..+12 dB")
         if not 0.0 <= self.imager.width <= 2.0:
             raise ParameterError(f"stereo width {self.imager.width} must be within 0-2")
         if self.compressor.enabled and self.compressor.ratio < 1.0:

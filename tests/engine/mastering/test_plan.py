@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from app.engine.errors import ParameterError
@@ -105,3 +106,24 @@ def test_every_target_is_valid_in_a_plan():
         p = _plan()
         p.loudness.target_lufs, p.limiter.ceiling_dbtp = t.lufs, t.ceiling_dbtp
         p.validate()
+
+
+def test_side_eq_may_cut_deeper_than_it_may_boost():
+    from app.engine.mastering.eq import band_centers_hz, style_target_db
+    from app.engine.mastering.planner import MasterSettings, SpectrumBands, make_plan
+
+    c = band_centers_hz(48000)
+    spec = SpectrumBands(c, style_target_db(c, "balanced"), style_target_db(c, "balanced") - 12.0)
+    plan = make_plan(sample_rate=48000, channels=2, integrated_lufs=-18.0, loudness_range_lu=6.0,
+                     short_term_lufs=np.full(50, -16.0), correlation=0.7, spectrum=spec,
+                     settings=MasterSettings())  # fmt: skip
+    n = len(plan.eq.freqs_hz)
+    plan.eq.side_gain_db = [-20.0] * n
+    plan.validate()
+    plan.eq.side_gain_db = [-25.0] * n
+    with pytest.raises(ParameterError, match="side EQ"):
+        plan.validate()
+    plan.eq.side_gain_db = [0.0] * n
+    plan.eq.mid_gain_db = [-13.0] * n
+    with pytest.raises(ParameterError, match="exceeds"):
+        plan.validate()
