@@ -170,7 +170,9 @@ def _gated(blocks: np.ndarray) -> float:
     return float(_lufs(blocks.mean())) if blocks.size else float("-inf")
 
 
-def short_term_loudness(x: np.ndarray, sr: int, hop_s: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+def short_term_loudness(
+    x: np.ndarray, sr: int, hop_s: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
     """(times at window ends in s, short-term loudness in LUFS over 3 s windows)."""
     x = np.asarray(x, dtype=np.float64)
     p = _block_powers(k_weight(x[:, None] if x.ndim == 1 else x, sr), sr, 3.0, hop_s)
@@ -334,7 +336,9 @@ def band_spectra(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
     return m - anchor, s - anchor
 
 
-def spectrum_distance(spectra: tuple[np.ndarray, np.ndarray], reference: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
+def spectrum_distance(
+    spectra: tuple[np.ndarray, np.ndarray], reference: tuple[np.ndarray, np.ndarray]
+) -> tuple[float, float]:
     """(mid, side) rms over the bands of track - reference, dB (both from :func:`band_spectra`)."""
     mid = float(np.sqrt(np.mean((spectra[0] - reference[0]) ** 2)))
     side = float(np.sqrt(np.mean((spectra[1] - reference[1]) ** 2)))
