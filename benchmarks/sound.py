@@ -392,6 +392,8 @@ def measure(
 def _f(value: Any, digits: int = 1, signed: bool = False) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "-"
+    if abs(value) < 0.5 * 10.0**-digits:
+        value = 0.0  # no "-0.0"
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
