@@ -49,7 +49,9 @@ Definitions
   bands, edges at fc * 2^(+-1/6)), in dB (floor -150 dB). Both the mid and the side
   spectrum of a track are normalised by the same anchor: the mean of that track's
   *mid* band levels over 100 Hz - 8 kHz, so the side curve shows the width per band
-  (as `amc master --plot` draws it). Distance (dB) = rms over the 27 bands of
+  (as `amc master --plot` draws it); normalised levels are floored at -60 dB, so a band
+  made exactly mono (side -inf) counts as 60 dB under the mid, not as -150 dB, and one
+  inaudible band cannot swamp the rest. Distance (dB) = rms over the 27 bands of
   (track - reference), separately for mid and for side.
 """
 
@@ -81,6 +83,7 @@ SECTION_S = 10.0
 MIN_SECTION_S = 5.0
 ABS_GATE_LUFS = -70.0
 SECTION_RELATIVE_GATE_LU = -20.0
+BAND_FLOOR_DB = -60.0  # normalised band levels are floored here (see band_spectra)
 
 
 def _stereo(x: np.ndarray) -> np.ndarray:
@@ -333,7 +336,7 @@ def band_spectra(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
 
     m, s = bands(pm), bands(pside)
     anchor = m[(THIRD_OCTAVE_CENTERS >= 100) & (THIRD_OCTAVE_CENTERS <= 8000)].mean()
-    return m - anchor, s - anchor
+    return np.maximum(m - anchor, BAND_FLOOR_DB), np.maximum(s - anchor, BAND_FLOOR_DB)
 
 
 def spectrum_distance(

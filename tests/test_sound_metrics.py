@@ -104,3 +104,6 @@ def test_spectrum_distance_ignores_level_and_sees_tone_and_width() -> None:
     mid, side = sm.spectrum_distance(sm.band_spectra(narrow, SR), ref)
     assert mid < 0.01
     assert side == pytest.approx(6.02, abs=0.05)
+    # exactly mono: the side is floored at 60 dB under the mid, not at -inf
+    _, side_mono = sm.band_spectra(np.c_[m, m], SR)
+    assert np.all(side_mono == sm.BAND_FLOOR_DB)
