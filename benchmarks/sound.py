@@ -610,8 +610,18 @@ def main(argv: list[str] | None = None) -> int:
     version = subprocess.run([*amc, "--version"], capture_output=True, text=True)
     if version.returncode != 0:
         print(f"amc does not run: {args.amc}\n{version.stderr[-800:]}", file=sys.stderr)
-    print(f"machine: {os.cpu_count()} CPUs; amc: {args.amc} ({version.stdout.strip()}"
-          f"{', code from ' + str(amc_repo) if amc_repo else ''}{', GR shim' if shim and amc_repo else ''}); cache {args.cache}")  # fmt: skip
+    commit = ""
+    if amc_repo is not None:
+        described = _run(["git", "-C", str(amc_repo), "describe", "--always", "--dirty"])
+        commit = described.stdout.strip() if described.returncode == 0 else ""
+    where = [version.stdout.strip()]
+    if commit:
+        where.append(f"commit {commit}")
+    if amc_repo:
+        where.append(f"code from {amc_repo}" + (", GR shim" if shim else ""))
+    print(
+        f"machine: {os.cpu_count()} CPUs; amc: {args.amc} ({', '.join(where)}); cache {args.cache}"
+    )
 
     args.cache.mkdir(parents=True, exist_ok=True)
     work_ctx = tempfile.TemporaryDirectory(prefix="amc-sound-") if args.keep is None else None
@@ -697,6 +707,7 @@ def main(argv: list[str] | None = None) -> int:
         payload = {
             "amc": args.amc,
             "amc_version": version.stdout.strip(),
+            "amc_commit": commit,
             "excerpt_s": excerpt,
             "bands_hz": sm.THIRD_OCTAVE_CENTERS.tolist(),
             "rows": all_rows,
