@@ -553,6 +553,14 @@ def plot_track(track: Track, audio: dict[str, tuple[np.ndarray, int]], rows: dic
     plt.close(fig)
 
 
+def _describe(repo: pathlib.Path | None) -> str:
+    """``git describe --always --dirty`` of the amc checkout ("" when unknown)."""
+    if repo is None:
+        return ""
+    described = _run(["git", "-C", str(repo), "describe", "--always", "--dirty"])
+    return described.stdout.strip() if described.returncode == 0 else ""
+
+
 # --- main ------------------------------------------------------------------------------------
 
 
@@ -610,10 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     version = subprocess.run([*amc, "--version"], capture_output=True, text=True)
     if version.returncode != 0:
         print(f"amc does not run: {args.amc}\n{version.stderr[-800:]}", file=sys.stderr)
-    commit = ""
-    if amc_repo is not None:
-        described = _run(["git", "-C", str(amc_repo), "describe", "--always", "--dirty"])
-        commit = described.stdout.strip() if described.returncode == 0 else ""
+    commit = _describe(amc_repo)
     where = [version.stdout.strip()]
     if commit:
         where.append(f"commit {commit}")
@@ -630,6 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     all_rows: list[dict] = []
     lines: list[tuple[str, str]] = []
     crashed = False
+    moved: list[str] = []
     started_all = time.perf_counter()
     try:
         for name in wanted:
@@ -645,6 +651,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{track.name}] {track.genre}; {len(src[0]) / src[1]:.0f} s at {src[1]} Hz; "
                   f"reference {ref_track.name}", flush=True)  # fmt: skip
             rows: dict[str, dict] = {}
+            now = _describe(amc_repo)
+            if now != commit:  # someone committed or edited in that checkout mid-run
+                moved.append(
+                    f"{track.name}: amc checkout at {now or '?'}, the run began at {commit}"
+                )
+                print(f"[{track.name}] WARNING {moved[-1]}", flush=True)
             base = {"track": track.name, "genre": track.genre, "package": track.package,
                     "files": list(track.members), "licence": track.licence, "reference": ref_track.name}  # fmt: skip
             rows["source"] = (
@@ -671,6 +683,8 @@ def main(argv: list[str] | None = None) -> int:
                     out_audio = read(o.path)
                     audio[tool] = out_audio
                     row |= measure(*out_audio, src, ref_spectra)
+                    if tool.startswith("amc"):
+                        row["amc_commit"] = now
                     if o.report is not None:
                         row["report"] = {"result": o.report.get("result")}
                         row["limiter_gr"] = _gr(o.report, "limiter_gr")
@@ -700,6 +714,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for verdict, line in lines:
         print(f"{verdict:4s}  {line}")
+    for line in moved:
+        print(f"WARNING  {line}: the amc figures mix versions")
     counts = {v: sum(1 for x, _ in lines if x == v) for v in ("PASS", "FAIL", "N/A")}
     print(f"\n{counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['N/A']} N/A; "
           f"{time.perf_counter() - started_all:.0f} s in all" + (f"; plots in {work / 'plots'}" if args.keep and not args.no_plots else ""))  # fmt: skip
