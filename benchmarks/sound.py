@@ -13,7 +13,9 @@ Per track, four masters of the same source (all 24-bit WAV):
 
 * ``amc``: ``amc master SRC -o OUT --target streaming --level moderate --format wav24
   --report R.json`` (-14 LUFS, -1 dBTP);
-* ``amc+ref``: the same with ``--reference REF``;
+* ``amc+ref``: the same with ``--reference REF --amount-eq 100`` (the issue compares the
+  reference match "with amounts at 100 %", as Matchering always matches; ``--ref-amount-eq``
+  changes it);
 * ``matchering``: Matchering 2.0.6 with REF (``benchmarks/.venv-matchering``, made by
   ``benchmarks/setup_matchering.sh``, run as a separate process; never imported);
 * ``loudnorm``: ffmpeg two-pass ``loudnorm=I=-14:TP=-1:LRA=20``, ``linear=true`` (ffmpeg
@@ -279,6 +281,7 @@ def run_amc(
     ref: pathlib.Path | None,
     work: pathlib.Path,
     stem: str,
+    ref_amount_eq: float | None = 100.0,
 ) -> Output:
     tool = "amc+ref" if ref else "amc"
     out, rep, log = work / f"{stem}.wav", work / f"{stem}.json", work / f"{stem}.log"
@@ -288,6 +291,8 @@ def run_amc(
            "--level", "moderate", "--format", "wav24", "--report", str(rep), "-q"]  # fmt: skip
     if ref:
         cmd += ["--reference", str(ref)]
+        if ref_amount_eq is not None:
+            cmd += ["--amount-eq", f"{ref_amount_eq:g}"]
     code, wall, rss = run_measured(cmd, log)
     result = Output(tool, out, wall, rss)
     if code != 0 or not out.is_file():
@@ -585,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
         "--keep", type=pathlib.Path, help="keep masters, reports, logs and plots here"
     )
     parser.add_argument("--json", type=pathlib.Path, help="write every figure here")
+    parser.add_argument("--ref-amount-eq", type=float, default=100.0,
+                        help="amc+ref's --amount-eq (default: %(default)s %%, a full match like Matchering's)")  # fmt: skip
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument(
         "--no-gr-shim",
@@ -669,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
                 if tool == "amc":
                     o = run_amc(amc, src_path, None, folder, "amc")
                 elif tool == "amc+ref":
-                    o = run_amc(amc, src_path, ref_path, folder, "amc-ref")
+                    o = run_amc(amc, src_path, ref_path, folder, "amc-ref", args.ref_amount_eq)
                 elif tool == "matchering":
                     o = run_matchering(src_path, ref_path, folder, "matchering")
                 else:
