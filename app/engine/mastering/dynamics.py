@@ -204,6 +204,19 @@ def _follow_threshold(slow_power, ref_db, max_follow_db, threshold_db, knee_db):
 FOLLOW_UPDATE_FRAMES: Final = 32
 
 
+@njit(cache=True, fastmath=False, nogil=True, inline="always")
+def _follow_step(  # type: ignore[no-untyped-def]
+    instant, slow, counter, thr, knee_start_power, follow_coefficient, ref_db, max_follow_db, threshold_db, knee_db,
+):  # fmt: skip
+    """One sample of the section level; the threshold is recomputed every FOLLOW_UPDATE_FRAMES."""
+    slow = instant + follow_coefficient * (slow - instant)
+    counter += 1
+    if counter >= FOLLOW_UPDATE_FRAMES:
+        counter = 0
+        thr, knee_start_power = _follow_threshold(slow, ref_db, max_follow_db, threshold_db, knee_db)
+    return slow, counter, thr, knee_start_power
+
+
 @njit(cache=True, fastmath=False, nogil=True)
 def _detector_kernel(x, detector, hpf_coefficients, hpf_state, use_hpf, use_rms):  # type: ignore[no-untyped-def]
     """Per-sample detector input over channels: sum of squares (RMS) or max |x| (peak).
@@ -285,11 +298,10 @@ def _compressor_kernel(  # type: ignore[no-untyped-def]
             instant = detector[i] * detector[i]
             power = instant
         if follow:
-            slow = instant + follow_coefficient * (slow - instant)
-            counter += 1
-            if counter >= FOLLOW_UPDATE_FRAMES:
-                counter = 0
-                thr, knee_start_power = _follow_threshold(slow, ref_db, max_follow_db, threshold_db, knee_db)
+            slow, counter, thr, knee_start_power = _follow_step(
+                instant, slow, counter, thr, knee_start_power, follow_coefficient, ref_db, max_follow_db,
+                threshold_db, knee_db,
+            )  # fmt: skip
         gr_db, gain = _gain_step(power, gr_db, knee_start_power, db_per_neper_power, thr, slope, knee_db,
                                  attack_coefficient, release_coefficient, makeup_db, makeup_gain, gr_floor_db,
                                  max_gr_db)  # fmt: skip
@@ -374,11 +386,10 @@ def _stereo_compressor_kernel(  # type: ignore[no-untyped-def]
             instant = peak * peak
             power = instant
         if follow:
-            slow = instant + follow_coefficient * (slow - instant)
-            counter += 1
-            if counter >= FOLLOW_UPDATE_FRAMES:
-                counter = 0
-                thr, knee_start_power = _follow_threshold(slow, ref_db, max_follow_db, threshold_db, knee_db)
+            slow, counter, thr, knee_start_power = _follow_step(
+                instant, slow, counter, thr, knee_start_power, follow_coefficient, ref_db, max_follow_db,
+                threshold_db, knee_db,
+            )  # fmt: skip
         gr_db, gain = _gain_step(power, gr_db, knee_start_power, db_per_neper_power, thr, slope, knee_db,
                                  attack_coefficient, release_coefficient, makeup_db, makeup_gain, gr_floor_db,
                                  max_gr_db)  # fmt: skip
