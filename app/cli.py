@@ -2,7 +2,8 @@
 
 Exit codes: 0 done; 1 unexpected failure (a bug: please report it); 2 bad option or
 plan; 3 unusable input audio; 4 output cannot be written; 5 the target could not be
-met; 130 interrupted.
+met; 130 interrupted; 141 standard output closed early (``amc analyze --json f | head``:
+no traceback, like any Unix tool killed by SIGPIPE).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import gc
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -19,6 +21,8 @@ from pathlib import Path
 from app import __version__
 
 EXIT_OK, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 130
+#: 128 + SIGPIPE: what a shell reports for a program whose reader went away.
+EXIT_BROKEN_PIPE = 141
 
 MASTER_HELP = """\
 Master one or more mixes to a delivery spec, offline.
@@ -289,6 +293,32 @@ def build_parser(*, command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``amc`` command; returns its exit code (see the module's docstring)."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # Everything buffered goes out now, inside the handler below, not in the
+            # interpreter's final flush (which would print "Exception ignored ...").
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of our standard output is gone (``| head -1``).  Python's own recipe:
+        # point stdout at /dev/null so nothing else tries to write to the pipe, and exit
+        # quietly with the status a shell gives a process killed by SIGPIPE.
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (an in-process caller's stream)
+        pass
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from app.engine.errors import AmcError
 
     args_list = list(sys.argv[1:] if argv is None else argv)

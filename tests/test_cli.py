@@ -92,3 +92,25 @@ def test_bad_options_exit_2(program_44k_30s, tmp_path):
         r = _run("master", str(program_44k_30s), "-o", str(tmp_path / "o.wav"), *extra)
         assert r.returncode == 2, (extra, r.stderr)
     assert not (tmp_path / "o.wav").exists()
+
+
+@pytest.mark.parametrize("args", [["analyze", "{src}", "--json"], ["analyze", "{src}"], ["master", "--help"]])
+def test_closed_stdout_pipe_exits_quietly(tmp_path, args):
+    """`amc ... | head -1`: the reader is gone before amc writes; no traceback, status 141
+    (or 0 where argparse itself swallows the error, printing help to an unbuffered stdout)."""
+    src = tmp_path / "tone.wav"
+    sf.write(src, 0.1 * np.sin(2 * np.pi * 440 * np.arange(3 * 44100) / 44100), 44100)
+    cmd = [sys.executable, "-m", "app.cli", *(a.format(src=src) for a in args)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the pipe's only reader closes it before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) in ((0, 141) if "--help" in args else (141,))
+    assert err == ""
+
+
+def test_head_of_analyze_json_has_no_traceback(tmp_path):
+    src = tmp_path / "tone.wav"
+    sf.write(src, 0.1 * np.sin(2 * np.pi * 440 * np.arange(3 * 44100) / 44100), 44100)
+    r = subprocess.run(f'"{sys.executable}" -m app.cli analyze --json "{src}" | head -1', shell=True,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.stdout == "{\n" and r.stderr == "" and r.returncode == 0
