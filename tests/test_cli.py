@@ -52,10 +52,25 @@ def test_source_format_is_kept_unless_asked(program_44k_30s, tmp_path):
 
 
 def test_analyze_json(program_44k_30s, capsys):
-    assert main(["analyze", str(program_44k_30s), "--json", "-q"]) == 0
+    assert main(["analyze", str(program_44k_30s), "--json", "-q", "--musical"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["sample_rate"] == 44100 and -30 < d["integrated_lufs"] < -5
     assert d["tempo_bpm"] is not None and d["key"]
+
+
+def test_analyze_measures_the_meters_only_unless_asked(program_44k_30s, capsys):
+    # tempo and key (librosa: seconds and ~800 MB more on a 4-minute file) only with --musical;
+    # the old --no-musical is still accepted
+    for extra in ([], ["--no-musical"], ["--musical", "--no-musical"]):
+        assert main(["analyze", str(program_44k_30s), "--json", "-q", *extra]) == 0
+        d = json.loads(capsys.readouterr().out)
+        assert -30 < d["integrated_lufs"] < -5 and d["true_peak_dbtp"] is not None
+        assert d["tempo_bpm"] is None and d["key"] is None and d["beats_s"] is None
+    assert main(["analyze", str(program_44k_30s), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "integrated loudness" in out and "--musical" in out
+    r = _run("analyze", "--help")
+    assert "--musical" in r.stdout and "tempo and key" in r.stdout
 
 
 @pytest.mark.parametrize(
