@@ -246,7 +246,7 @@ def build_parser(*, command: str | None = None) -> argparse.ArgumentParser:
     a = sub.add_parser("analyze", help="measure loudness, peaks and spectrum of a file (tempo and key on request)",
                        description="Measure a file: EBU R128 loudness (integrated, range, momentary and "
                                    "short-term maxima), true peak, sample peak, PLR, crest factor, DC, "
-                                   "clipping, stereo correlation and width, 1/3-octave spectrum; with "
+                                   "clipping, stereo correlation and width, 1/3-octave spectrum (--json); with "
                                    "--musical also tempo and key (slower: seconds and several hundred MB "
                                    "more).")  # fmt: skip
     a.add_argument("file", help="audio file (WAV, AIFF, FLAC, OGG, Opus, MP3)")
