@@ -129,3 +129,13 @@ def test_head_of_analyze_json_has_no_traceback(tmp_path):
     r = subprocess.run(f'"{sys.executable}" -m app.cli analyze --json "{src}" | head -1', shell=True,
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.stdout == "{\n" and r.stderr == "" and r.returncode == 0
+
+
+def test_analyze_by_default_imports_neither_librosa_nor_the_mastering_chain(tmp_path):
+    # librosa was most of the old default's 8 s and 1 GB; the chain's stages are not meters
+    src = tmp_path / "tone.wav"
+    sf.write(src, 0.1 * np.sin(2 * np.pi * 440 * np.arange(3 * 44100) / 44100), 44100)
+    code = ("import sys; from app.cli import main; rc = main(['analyze', sys.argv[1], '--json', '-q']); "
+            "print(rc, sorted(m for m in ('librosa', 'app.engine.mastering.chain') if m in sys.modules))")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code, str(src)], capture_output=True, text=True, timeout=300)
+    assert r.stdout.splitlines()[-1] == "0 []", r.stderr
