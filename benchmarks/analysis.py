@@ -112,13 +112,20 @@ def load_signal(folder: Path) -> tuple[np.ndarray, Path, str]:
         return audio, path, f"synthetic (material unavailable: {exc})"
 
 
+#: CPU seconds (this process, every thread) of the last median_time's runs, median.
+last_cpu_s = 0.0
+
+
 def median_time(fn: Callable[[], object]) -> tuple[float, object]:
+    global last_cpu_s
     result = fn()  # warm-up: compiles numba kernels, fills caches
-    times = []
+    times, cpu = [], []
     for _ in range(RUNS):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = fn()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    last_cpu_s = statistics.median(cpu)
     return statistics.median(times), result
 
 
@@ -259,21 +266,21 @@ def main() -> int:
 
 def meter_core(audio: np.ndarray, audio_s: float) -> bool:
     print(f"meter core, in-process on the decoded signal; median of {RUNS} runs after a warm-up")
-    rows: list[tuple[str, str, float]] = []
+    rows: list[tuple[str, str, float, float]] = []
     t_ours, ours = median_time(lambda: ours_i_lra_tp(audio))
-    rows.append(("ours (app.engine.analysis)", "I + LRA + TP", t_ours))
+    rows.append(("ours (app.engine.analysis)", "I + LRA + TP", t_ours, last_cpu_s))
     t, _ = median_time(lambda: analyzer_all(audio))
-    rows.append(("ours, Analyzer", "every meter (*)", t))
+    rows.append(("ours, Analyzer", "every meter (*)", t, last_cpu_s))
     t, _ = median_time(lambda: ours_i_lra(audio))
-    rows.append(("ours", "I + LRA", t))
+    rows.append(("ours", "I + LRA", t, last_cpu_s))
     t, _ = median_time(lambda: an.true_peak(audio, SAMPLE_RATE_HZ))
-    rows.append(("ours", "TP", t))
+    rows.append(("ours", "TP", t, last_cpu_s))
 
     reference = None
     try:
         interleaved = np.ascontiguousarray(audio.T).ravel()  # prepared outside the timing
         t, reference = median_time(lambda: ebur128_i_lra_tp(interleaved, audio.shape[0]))
-        rows.append(("pyebur128 (libebur128)", "I + LRA + TP", t))
+        rows.append(("pyebur128 (libebur128)", "I + LRA + TP", t, last_cpu_s))
     except ImportError:
         print("pyebur128 not installed: skipped")
     try:
@@ -282,14 +289,14 @@ def meter_core(audio: np.ndarray, audio_s: float) -> bool:
         meter = pyloudnorm.Meter(SAMPLE_RATE_HZ)
         transposed = np.ascontiguousarray(audio.T)
         t, _ = median_time(lambda: meter.integrated_loudness(transposed))
-        rows.append(("pyloudnorm", "I only (no LRA/TP)", t))
+        rows.append(("pyloudnorm", "I only (no LRA/TP)", t, last_cpu_s))
     except ImportError:
         print("pyloudnorm not installed: skipped")
 
-    print(f"{'implementation':<28} {'measures':<20} {'median s':>9} {'x realtime':>11}")
-    print("-" * 71)
-    for name, what, seconds in rows:
-        print(f"{name:<28} {what:<20} {seconds:>9.3f} {audio_s / seconds:>11.0f}")
+    print(f"{'implementation':<28} {'measures':<20} {'median s':>9} {'x realtime':>11} {'CPU s':>7}")
+    print("-" * 79)
+    for name, what, seconds, cpu in rows:
+        print(f"{name:<28} {what:<20} {seconds:>9.3f} {audio_s / seconds:>11.0f} {cpu:>7.3f}")
     print("(*) what `amc analyze` runs: I, LRA, M/S max, TP, sample peak, DC, clipping, silence, stereo, spectrum")
 
     ok = True
