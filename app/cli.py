@@ -114,9 +114,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from app.engine.file_analysis import analyze_file
 
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
-    musical = args.musical and not args.no_musical
     try:
-        result = analyze_file(Path(args.file), musical=musical, progress=bar)
+        result = analyze_file(Path(args.file), musical=args.musical, progress=bar)
     finally:
         bar.close()
     d = result.to_dict()
@@ -252,7 +251,7 @@ def build_parser(*, command: str | None = None) -> argparse.ArgumentParser:
     a.add_argument("file", help="audio file (WAV, AIFF, FLAC, OGG, Opus, MP3)")
     a.add_argument("--json", action="store_true", help="print every figure as JSON")
     a.add_argument("--musical", action="store_true", help="also estimate tempo, beats and key (slower)")
-    # Tempo and key used to run by default; the old opt-out stays accepted (and wins).
+    # Tempo and key used to run by default; the old opt-out stays accepted and does nothing.
     a.add_argument("--no-musical", action="store_true", help=argparse.SUPPRESS)
     a.add_argument("--notes", metavar="OUT.mid", help="also transcribe the notes to a MIDI file (model worker)")
     a.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
