@@ -52,10 +52,26 @@ def test_source_format_is_kept_unless_asked(program_44k_30s, tmp_path):
 
 
 def test_analyze_json(program_44k_30s, capsys):
-    assert main(["analyze", str(program_44k_30s), "--json", "-q"]) == 0
+    assert main(["analyze", str(program_44k_30s), "--json", "-q", "--musical"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["sample_rate"] == 44100 and -30 < d["integrated_lufs"] < -5
     assert d["tempo_bpm"] is not None and d["key"]
+
+
+def test_analyze_measures_the_meters_only_unless_asked(program_44k_30s, capsys):
+    # tempo and key (librosa: seconds and ~800 MB more on a 4-minute file) only with --musical;
+    # the old --no-musical is still accepted
+    for extra in ([], ["--no-musical"]):
+        assert main(["analyze", str(program_44k_30s), "--json", "-q", *extra]) == 0
+        d = json.loads(capsys.readouterr().out)
+        assert -30 < d["integrated_lufs"] < -5 and d["true_peak_dbtp"] is not None
+        assert d["tempo_bpm"] is None and d["key"] is None and d["beats_s"] is None
+    assert main(["analyze", str(program_44k_30s), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "integrated loudness" in out and "--musical" in out
+    r = _run("analyze", "--help")
+    help_text = " ".join(r.stdout.split())
+    assert "--musical also tempo and key" in help_text and "tempo, beats and key" in help_text
 
 
 @pytest.mark.parametrize(
@@ -92,3 +108,35 @@ def test_bad_options_exit_2(program_44k_30s, tmp_path):
         r = _run("master", str(program_44k_30s), "-o", str(tmp_path / "o.wav"), *extra)
         assert r.returncode == 2, (extra, r.stderr)
     assert not (tmp_path / "o.wav").exists()
+
+
+@pytest.mark.parametrize("args", [["analyze", "{src}", "--json"], ["analyze", "{src}"], ["master", "--help"]])
+def test_closed_stdout_pipe_exits_quietly(tmp_path, args):
+    """`amc ... | head -1`: the reader is gone before amc writes; no traceback, status 141
+    (or 0 where argparse itself swallows the error, printing help to an unbuffered stdout)."""
+    src = tmp_path / "tone.wav"
+    sf.write(src, 0.1 * np.sin(2 * np.pi * 440 * np.arange(3 * 44100) / 44100), 44100)
+    cmd = [sys.executable, "-m", "app.cli", *(a.format(src=src) for a in args)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the pipe's only reader closes it before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) in ((0, 141) if "--help" in args else (141,))
+    assert err == ""
+
+
+def test_head_of_analyze_json_has_no_traceback(tmp_path):
+    src = tmp_path / "tone.wav"
+    sf.write(src, 0.1 * np.sin(2 * np.pi * 440 * np.arange(3 * 44100) / 44100), 44100)
+    r = subprocess.run(f'"{sys.executable}" -m app.cli analyze --json "{src}" | head -1', shell=True,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.stdout == "{\n" and r.stderr == "" and r.returncode == 0
+
+
+def test_analyze_by_default_imports_neither_librosa_nor_the_mastering_chain(tmp_path):
+    # librosa was most of the old default's 8 s and 1 GB; the chain's stages are not meters
+    src = tmp_path / "tone.wav"
+    sf.write(src, 0.1 * np.sin(2 * np.pi * 440 * np.arange(3 * 44100) / 44100), 44100)
+    code = ("import sys; from app.cli import main; rc = main(['analyze', sys.argv[1], '--json', '-q']); "
+            "print(rc, sorted(m for m in ('librosa', 'app.engine.mastering.chain') if m in sys.modules))")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code, str(src)], capture_output=True, text=True, timeout=300)
+    assert r.stdout.splitlines()[-1] == "0 []", r.stderr

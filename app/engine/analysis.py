@@ -29,7 +29,6 @@ they belong on a worker or the offline path, not inside a real-time callback.
 
 from __future__ import annotations
 
-import functools
 import math
 import operator
 from collections import deque
@@ -819,7 +818,10 @@ def _derive_k_weighting_prototype() -> dict[str, float]:
     high_gain = (b0 - b1 + b2) * norm / 4.0
     band_gain = (b0 - b2) * norm / (2.0 * k / q_shelf)
     _, _, _, h1, h2 = _BS1770_HIGHPASS_48K
-    f_hp, q_hp, norm_hp = _analog_parameters(h1, h2, _BS1770_RATE_HZ)
+    f_hp, q_hp, _ = _analog_parameters(h1, h2, _BS1770_RATE_HZ)
+    # These are libebur128's constants (f0 1681.974450955533 Hz, Q 0.7071752369554196,
+    # G 3.999843853973347 dB, Vb = Vh**0.4996667741545416; f0 38.13547087602444 Hz,
+    # Q 0.5003270373238773) within 3e-12 relative.
     return {
         "shelf_hz": f_shelf,
         "shelf_q": q_shelf,
@@ -827,18 +829,10 @@ def _derive_k_weighting_prototype() -> dict[str, float]:
         "shelf_band_gain": band_gain,
         "highpass_hz": f_hp,
         "highpass_q": q_hp,
-        # BS.1770 leaves the high-pass numerator at (1, -2, 1), i.e. a passband
-        # gain of D(48 kHz) (+0.043 dB); keep that gain at every rate.
-        "highpass_gain": norm_hp,
     }
 
 
 _K_PROTO = _derive_k_weighting_prototype()
-
-
-#: Below this rate the bilinear transform's frequency warping bends the shelf
-#: by more than 0.002 dB, so its parameters are fitted instead (see below).
-_K_FIT_BELOW_HZ = 44_100
 
 
 def _shelf_biquad(
@@ -857,52 +851,19 @@ def _shelf_biquad(
     ])  # fmt: skip
 
 
-def _biquad_db(coef: np.ndarray, w: np.ndarray) -> np.ndarray:
-    z = np.exp(-1j * w)
-    num = coef[0] + coef[1] * z + coef[2] * z * z
-    den = 1.0 + coef[3] * z + coef[4] * z * z
-    return 20.0 * np.log10(np.abs(num / den))
-
-
-@functools.lru_cache(maxsize=16)
-def _fitted_shelf(sample_rate: int) -> tuple[float, ...]:
-    """Shelf biquad whose magnitude matches the 48 kHz one from 20 Hz to 0.45 fs.
-
-    At low rates the bilinear transform squeezes the shelf (-0.2 dB at 1 kHz
-    at 8 kHz). A least-squares fit of its four parameters to the 48 kHz
-    response (in dB, log-spaced) brings the error under 0.012 dB at 8 kHz.
-    """
-    from scipy.optimize import least_squares  # deferred: only low rates need it
-
-    p = _K_PROTO
-    f = np.geomspace(20.0, min(0.45 * sample_rate, 20_000.0), 256)
-    reference = _shelf_biquad(
-        _BS1770_RATE_HZ, p["shelf_hz"], p["shelf_q"], p["shelf_high_gain"], p["shelf_band_gain"]
-    )
-    target = _biquad_db(reference, 2.0 * np.pi * f / _BS1770_RATE_HZ)
-    w = 2.0 * np.pi * f / sample_rate
-
-    def error(logs: np.ndarray) -> np.ndarray:
-        return _biquad_db(_shelf_biquad(sample_rate, *np.exp(logs)), w) - target
-
-    start = np.log([p["shelf_hz"], p["shelf_q"], p["shelf_high_gain"], p["shelf_band_gain"]])
-    lower = np.log([100.0, 0.2, 1.0, 0.5])
-    upper = np.log([0.49 * sample_rate, 5.0, 4.0, 4.0])
-    fit = least_squares(error, start, bounds=(lower, upper))
-    return tuple(float(v) for v in _shelf_biquad(sample_rate, *np.exp(fit.x)))
-
-
 def k_weighting_sos(sample_rate: int) -> np.ndarray:
     """K-weighting filter (BS.1770-4 pre-filter and RLB high-pass) for any rate.
 
     The analog prototypes (shelf corner, Q and gains; high-pass corner and Q)
     are recovered from the standard's 48 kHz coefficients by inverting the
-    bilinear transform, then re-discretised with pre-warping at
-    ``sample_rate``; at 48 kHz this reproduces BS.1770's Tables 1 and 2. Below
-    44.1 kHz the shelf's parameters are instead fitted to the 48 kHz magnitude
-    response (within 0.012 dB up to 0.45 fs at 8 kHz, where plain pre-warping
-    is off by 0.28 dB). The high-pass keeps BS.1770's 48 kHz passband gain
-    (+0.043 dB) at every rate, so a 1 kHz tone reads the same everywhere.
+    bilinear transform and discretised again at ``sample_rate`` (bilinear
+    transform pre-warped at each corner), the high-pass keeping the standard's
+    ``(1, -2, 1)`` numerator: what libebur128 does, so the loudness agrees with it at
+    every rate (within 0.02 LU on program material from 8 to 192 kHz; exactly where the
+    rate is a multiple of 10 Hz). At 48 kHz this reproduces BS.1770's
+    Tables 1 and 2. At low rates the frequency warping departs from the 48 kHz
+    response (at 8 kHz: +0.2 dB at 100 Hz, +0.01 dB at 1 kHz, +0.4 dB at
+    2-3 kHz; at 44.1 kHz within 0.005 dB), as in libebur128.
 
     Parameters
     ----------
@@ -917,18 +878,14 @@ def k_weighting_sos(sample_rate: int) -> np.ndarray:
     """
     sr = _check_sample_rate(sample_rate)
     p = _K_PROTO
-    if sr < _K_FIT_BELOW_HZ:
-        b0, b1, b2, a1, a2 = _fitted_shelf(sr)
-    else:
-        b0, b1, b2, a1, a2 = _shelf_biquad(
-            sr, p["shelf_hz"], p["shelf_q"], p["shelf_high_gain"], p["shelf_band_gain"]
-        )
+    b0, b1, b2, a1, a2 = _shelf_biquad(
+        sr, p["shelf_hz"], p["shelf_q"], p["shelf_high_gain"], p["shelf_band_gain"]
+    )
     shelf = [b0, b1, b2, 1.0, a1, a2]
     k = math.tan(math.pi * p["highpass_hz"] / sr)
     kq = k / p["highpass_q"]
     d = 1.0 + kq + k * k
-    g = p["highpass_gain"] / d
-    highpass = [g, -2.0 * g, g, 1.0, 2.0 * (k * k - 1.0) / d, (1.0 - kq + k * k) / d]
+    highpass = [1.0, -2.0, 1.0, 1.0, 2.0 * (k * k - 1.0) / d, (1.0 - kq + k * k) / d]
     return np.array([shelf, highpass], dtype=np.float64)
 
 

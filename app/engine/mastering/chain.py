@@ -35,6 +35,7 @@ from numba import njit
 
 from app.engine import analysis, audio_io
 from app.engine.errors import AudioInputError, ParameterError, ProcessingError
+from app.engine.file_analysis import analyze_file
 from app.engine.mastering.dynamics import (
     LinkedCompressor,
     MultibandCompressor,
@@ -942,25 +943,6 @@ def spectrum_of(a: analysis.Analysis) -> SpectrumBands:
         np.asarray([v if v is not None else -300.0 for v in sp["mid_db"]], dtype=np.float64),
         np.asarray([v if v is not None else -300.0 for v in sp["side_db"]], dtype=np.float64),
     )
-
-
-def analyze_file(
-    path: Path, *, musical: bool = False, true_peak: bool = True, progress: ProgressFn | None = None
-) -> analysis.Analysis:
-    """Stream a file through the analyser (bounded memory).
-
-    ``true_peak=False`` leaves the true peak at -inf (the mastering renderer measures it
-    during its processing pass instead, saving a second oversampling of the input).
-    """
-    info = audio_io.probe(path)
-    an = analysis.Analyzer(info.sample_rate, info.channels, keep_musical=musical, true_peak=true_peak)
-    done = 0
-    for block in audio_io.iter_blocks(path, block_frames=BLOCK_FRAMES):
-        an.process(block)
-        done += block.shape[1]
-        if progress:
-            progress(done / max(info.frames, 1), f"analysing {path.name}")
-    return an.result(musical=musical)
 
 
 def _check_masterable(info: audio_io.AudioInfo, before: analysis.Analysis) -> None:
