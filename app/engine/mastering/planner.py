@@ -219,17 +219,19 @@ def make_plan(
     # limiter, within their budget, make it loud).
     depth = (1.0 + 3.0 * dyn) * density
     ratio = 1.5 + 1.0 * dyn
-    attack, release = 15.0, 150.0
+    # Bus-glue timing (30 ms attack lets the hit's front through; 500 ms release rides the
+    # phrase, not each beat: a faster release modulates the mix at the beat rate).
+    attack, release = 30.0, 500.0
     if style == "punchy":
-        attack, ratio = 30.0, ratio + 0.5
+        attack, release, ratio = 50.0, 300.0, ratio + 0.5
     elif style == "warm":
-        attack, release = 25.0, 250.0
+        attack, release = 40.0, 700.0
     elif style == "professional":
         depth, ratio = depth * 0.6, min(ratio, 1.5)
     elif style == "creative":
         depth *= 1.2
     if family in ("acoustic-orchestral", "speech"):
-        depth, ratio, attack, release = depth * 0.5, min(ratio, 1.5), max(attack, 30.0), max(release, 300.0)
+        depth, ratio, attack, release = depth * 0.5, min(ratio, 1.5), max(attack, 30.0), max(release, 600.0)
     glue_range = round(GLUE_RANGE_DB[level] * (0.6 if family == "acoustic-orchestral" else 1.0), 2)
     loud_ms_db = loud + LUFS_TO_RMS_DB
     comp = CompressorStage(
