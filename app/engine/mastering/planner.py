@@ -234,8 +234,15 @@ def make_plan(
         depth, ratio, attack, release = depth * 0.5, min(ratio, 1.5), max(attack, 30.0), max(release, 600.0)
     glue_range = round(GLUE_RANGE_DB[level] * (0.6 if family == "acoustic-orchestral" else 1.0), 2)
     loud_ms_db = loud + LUFS_TO_RMS_DB
+    # A finished master (narrow loudness range, peaks already close to the loudness) has had
+    # its glue: compressing it again only adds movement at the beat.
+    plr = feats["plr_db"]
+    mastered = (
+        np.isfinite(loudness_range_lu) and loudness_range_lu < 5.0
+        and (plr < 14.0 if np.isfinite(plr) else integrated_lufs > -16.0)
+    )  # fmt: skip
     comp = CompressorStage(
-        enabled=dyn > 0,
+        enabled=dyn > 0 and (not mastered or level == "aggressive"),
         threshold_db=round(loud_ms_db - depth, 2),
         ratio=round(ratio, 2),
         attack_ms=attack,
@@ -246,6 +253,12 @@ def make_plan(
         section_window_ms=1500.0,
         section_ref_db=round(loud_ms_db, 2),
     )
+    if dyn > 0 and not comp.enabled:
+        notes.append(
+            f"glue compressor off: the mix is already a finished master (LRA {loudness_range_lu:.1f} LU"
+            + (f", peaks {plr:.1f} dB over its loudness" if np.isfinite(plr) else "")
+            + "); the aggressive level glues it anyway"
+        )
     if comp.enabled:
         notes.append(
             f"glue compressor (stereo-linked RMS) {comp.ratio:g}:1, about {depth / 2:.1f} dB on the "

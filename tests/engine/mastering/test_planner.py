@@ -162,3 +162,12 @@ def test_guard_budgets_grow_with_the_level():
     light, moderate, aggressive = (_plan(MasterSettings(level=lv)).loudness for lv in ("light", "moderate", "aggressive"))
     assert light.max_limiter_gr_db < moderate.max_limiter_gr_db < aggressive.max_limiter_gr_db
     assert moderate.max_limiter_gr_db == 3.0 and moderate.max_limiter_over_1db_pct == 5.0
+
+
+def test_a_finished_master_gets_no_glue_unless_aggressive():
+    done = _plan(loudness_range_lu=3.0, integrated_lufs=-9.0, true_peak_dbtp=0.5,
+                 short_term_lufs=np.linspace(-11, -8, 100))  # fmt: skip
+    assert not done.compressor.enabled and any("finished master" in n for n in done.notes)
+    assert _plan(MasterSettings(level="aggressive"), loudness_range_lu=3.0, integrated_lufs=-9.0,
+                 true_peak_dbtp=0.5).compressor.enabled  # fmt: skip
+    assert _plan(loudness_range_lu=3.0, integrated_lufs=-20.0, true_peak_dbtp=-2.0).compressor.enabled
