@@ -388,11 +388,20 @@ class RideCurve:
         self.db = np.asarray(ride_db, dtype=np.float64)
         self.centres = (np.arange(len(self.db)) / 10.0 + 1.5) * sample_rate
 
+    #: frames per computed gain step (the curve moves at most ~3 dB over seconds, so a step of
+    #: 64 frames changes the gain by well under 0.001 dB)
+    STEP_FRAMES = 64
+
     def gains(self, start_frame: int, n: int) -> np.ndarray:
         if self.db.size == 0:
             return np.ones(n, dtype=np.float32)
-        f = np.arange(start_frame, start_frame + n, dtype=np.float64)
-        return (10.0 ** (np.interp(f, self.centres, self.db) / 20.0)).astype(np.float32)
+        k = self.STEP_FRAMES
+        first = start_frame // k
+        steps = np.arange(first, (start_frame + n - 1) // k + 1, dtype=np.float64) * k + k / 2
+        coarse = (10.0 ** (np.interp(steps, self.centres, self.db) / 20.0)).astype(np.float32)
+        fine = np.repeat(coarse, k)
+        off = start_frame - first * k
+        return fine[off : off + n]
 
     @property
     def max_abs_db(self) -> float:
@@ -1054,7 +1063,11 @@ def _pre_chain_pass(
 
 
 def solve_gain_db(
-    scratch: ScratchTrack, plan: MasteringPlan, first_guess_db: float, ride: RideCurve | None = None
+    scratch: ScratchTrack,
+    plan: MasteringPlan,
+    first_guess_db: float,
+    ride: RideCurve | None = None,
+    seen: list[Prediction] | None = None,
 ) -> float:
     """Gain before the limiter that lands the modelled loudness on target.
 
@@ -1062,13 +1075,20 @@ def solve_gain_db(
     at once (two threads; the kernels release the GIL) and interpolated; a second
     round around the estimate runs only when the target was outside the first
     bracket.  Falls back to secant steps if something is odd (e.g. a heavy soft clip).
+    Every prediction made is appended to ``seen`` (the dynamics guard reuses them).
     """
     target = plan.loudness.target_lufs
+    seen = seen if seen is not None else []
+
+    def one(g: float) -> float:
+        p = predict(scratch, plan, g, ride)
+        seen.append(p)
+        return p.lufs
 
     def pair(a: float, b: float) -> tuple[float, float]:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="amc-solve") as pool:
-            fa = pool.submit(model_loudness, scratch, plan, a, ride)
-            fb = pool.submit(model_loudness, scratch, plan, b, ride)
+            fa = pool.submit(one, a)
+            fb = pool.submit(one, b)
             return fa.result(), fb.result()
 
     def interpolate(a: float, la: float, b: float, lb: float) -> float:
@@ -1089,7 +1109,7 @@ def solve_gain_db(
     la, lb = pair(a, b)
     g = interpolate(a, la, b, lb)
     for _ in range(8):  # rare: secant steps until the model agrees
-        lg = model_loudness(scratch, plan, g, ride)
+        lg = one(g)
         if abs(lg - target) <= SOLVE_TOLERANCE_LU / 2:
             break
         g, a, la = interpolate(a, la, g, lg), g, lg
@@ -1225,7 +1245,9 @@ def master_file(
         if plan.section_ride.enabled:
             src_st = np.asarray([v if v is not None else -np.inf for v in before.short_term_series])
             ride = RideCurve(section_ride_db(src_st, pre_st, max_db=plan.section_ride.max_db), plan.sample_rate)
-            if plan.loudness.gain_db is None:  # a fresh plan: say what the ride did
+            if ride.max_abs_db < 0.05:
+                ride = None  # nothing to put back
+            elif plan.loudness.gain_db is None:  # a fresh plan: say what the ride did
                 plan = replace(plan, notes=[*plan.notes, f"section ride measured: at most {ride.max_abs_db:.1f} dB"])
         progress(0.56, "solving loudness through the limiter")
         gain_db = plan.loudness.gain_db
@@ -1233,8 +1255,12 @@ def master_file(
         if gain_db is None:
             if not np.isfinite(pre_lufs):
                 raise ProcessingError("the processed signal is silent: cannot reach the loudness target")
-            gain_db = solve_gain_db(scratch, plan, plan.loudness.target_lufs - pre_lufs, ride)
-            if plan.loudness.guard:
+            seen: list[Prediction] = []
+            gain_db = solve_gain_db(scratch, plan, plan.loudness.target_lufs - pre_lufs, ride, seen)
+            # The figures only grow with the gain: a prediction the solve made at this gain
+            # or above that is inside the budget settles it without another pass.
+            settled = any(p.gain_db >= gain_db and p.within(plan) for p in seen)
+            if plan.loudness.guard and not settled:
                 progress(0.58, "checking the dynamics budget")
                 at = predict(scratch, plan, gain_db, ride)
                 gain_db, prediction = guard_gain_db(lambda g: predict(scratch, plan, g, ride), plan, gain_db, at)

@@ -1049,6 +1049,8 @@ def _dc_block_kernel(r, out, x, state, coefficient):  # type: ignore[no-untyped-
         for i in range(n):
             v = r[c, i]
             y = v - prev_in + coefficient * prev_out
+            if v == 0.0 and prev_in == 0.0 and abs(y) < 1e-10:
+                y = 0.0  # the tail has died away: exactly zero, so idle blocks can be skipped
             prev_in = v
             prev_out = y
             out[c, i] = np.float32(np.float64(x[c, i]) + y)
@@ -1108,8 +1110,12 @@ class OversampledClipper:
         # frames h .. n+h-1 have their look-ahead now; the correction of frame j is
         # complete once every frame up to j + h is done: frames 0 .. n-1 of xx.
         _clipper_kernel(xx, racc, self.proto, self.factor, h, self.threshold, self.span, self.ceiling, h, n + h)
-        out = np.empty((self.channels, n), dtype=np.float32)
-        _dc_block_kernel(racc[:, :n], out, xx[:, :n], self._dc_state, self._dc)
+        if not racc[:, :n].any() and not self._dc_state.any():
+            out = np.ascontiguousarray(xx[:, :n])  # nothing clipped, nothing decaying: the input as it was
+        else:
+            out = np.empty((self.channels, n), dtype=np.float32)
+            _dc_block_kernel(racc[:, :n], out, xx[:, :n], self._dc_state, self._dc)
+
         self._hist = np.ascontiguousarray(xx[:, n:])
         self._racc = np.ascontiguousarray(racc[:, n:])
         return out
