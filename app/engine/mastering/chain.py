@@ -1122,9 +1122,11 @@ def _pre_chain_again(path: Path, plan: MasteringPlan) -> Iterator[tuple[np.ndarr
     pre = PreChain(plan)
     for block in audio_io.iter_blocks(path, block_frames=BLOCK_FRAMES):
         y = pre.process(block)
+        pre.compressor_gr_db.clear()  # recorded in pass B already; kept, it would grow with length
         if y.shape[1]:
             yield y, None
     y = pre.flush()
+    pre.compressor_gr_db.clear()
     if y.shape[1]:
         yield y, None
 
