@@ -30,11 +30,20 @@ def test_long_mixes_run_the_pre_chain_again_with_the_same_result(program_48k_30s
 
     monkeypatch.setattr(ScratchTrack, "close", close)
     monkeypatch.setattr(chain, "SCRATCH_AUDIO_BUDGET_BYTES", 0)
+    held = []
+
+    class Recording(chain.PreChain):
+        def process(self, block):
+            held.append(len(self.compressor_gr_db))  # what is still kept from earlier blocks
+            return super().process(block)
+
+    monkeypatch.setattr(chain, "PreChain", Recording)
     again = master_file(program_48k_30s, tmp_path / "again.wav")
     a, _ = sf.read(tmp_path / "kept.wav", dtype="float32")
     b, _ = sf.read(tmp_path / "again.wav", dtype="float32")
     np.testing.assert_array_equal(a, b)
     assert again.plan.loudness.gain_db == kept.plan.loudness.gain_db
+    assert held and max(held) <= 1  # nothing piles up block after block
     has_audio, nbytes, frames = sizes[-1]
     assert not has_audio
     assert nbytes <= frames * (2 + 4 / chain.POWER_GROUP_FRAMES) + 64  # 2.25 bytes a frame
