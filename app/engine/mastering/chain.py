@@ -710,6 +710,21 @@ class Prediction:
         return over
 
 
+def section_contrast_lu(short_term_lufs: Sequence[float | None], integrated_lufs: float) -> float | None:
+    """Loudest minus quietest 10 s section (LU) from the 10 Hz short-term series: each
+    section's loudness is the power mean of its 3 s windows; sections more than 20 LU
+    under the integrated loudness (silence, fades) are left out.  None under two sections."""
+    st = np.asarray([v if v is not None else -np.inf for v in short_term_lufs], dtype=np.float64)
+    k = len(st) // 100
+    if k < 2 or not np.isfinite(integrated_lufs):
+        return None
+    p = np.where(np.isfinite(st[: k * 100]), 10.0 ** (st[: k * 100] / 10.0), 0.0).reshape(k, 100).mean(axis=1)
+    with np.errstate(divide="ignore"):
+        levels = 10.0 * np.log10(p)
+    keep = levels[np.isfinite(levels) & (levels >= integrated_lufs - 20.0)]
+    return round(float(keep.max() - keep.min()), 2) if keep.size >= 2 else None
+
+
 def gr_stats(gr_db_100ms: np.ndarray) -> dict[str, float]:
     """Max, mean and % of time over 1 dB of a gain-reduction series (100 ms maxima, dB)."""
     a = np.asarray(gr_db_100ms, dtype=np.float64)
@@ -880,6 +895,12 @@ class MasterResult:
                 "limiter_gr": gr_stats(self.limiter_gr_db),
                 "compressor_gr": gr_stats(self.compressor_gr_db),
                 "guard": self.guard,
+                "sections": {
+                    "lra_before_lu": self.before.loudness_range_lu,
+                    "lra_after_lu": self.after.loudness_range_lu,
+                    "contrast_before_lu": section_contrast_lu(self.before.short_term_series, self.before.integrated_lufs),
+                    "contrast_after_lu": section_contrast_lu(self.after.short_term_series, self.after.integrated_lufs),
+                },
                 "loudness_error_lu": round(self.loudness_error_lu, 3),
                 "true_peak_margin_db": round(self.true_peak_margin_db, 3),
                 "within_spec": bool(

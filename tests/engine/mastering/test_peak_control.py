@@ -216,3 +216,19 @@ def test_section_ride_in_memory_restores_the_balance_an_eq_moved():
     fixed = ride_in_memory(x, moved, plan)
     assert abs(contrast(moved) - contrast(x)) > 2.0
     assert abs(contrast(fixed) - contrast(x)) < 0.5
+
+
+def test_report_gives_section_dynamics_before_and_after(tmp_path):
+    from app.engine.mastering.chain import section_contrast_lu
+
+    st = [-30.0] * 100 + [-20.0] * 100 + [None] * 5 + [-24.0] * 100
+    assert section_contrast_lu(st, -22.0) == pytest.approx(10.0, abs=0.01)
+    assert section_contrast_lu(st[:150], -22.0) is None  # one whole section only
+    src = tmp_path / "song.wav"
+    x = _transients(25.0)
+    x[:, : 10 * SR] *= 10 ** (-8 / 20)
+    sf.write(src, x.T, SR, subtype="FLOAT")
+    sec = master_file(src, tmp_path / "m.wav").to_report()["result"]["sections"]
+    assert sec["contrast_before_lu"] > 5.0
+    assert abs(sec["contrast_after_lu"] - sec["contrast_before_lu"]) < 1.0
+    assert abs(sec["lra_after_lu"] - sec["lra_before_lu"]) < 1.0
