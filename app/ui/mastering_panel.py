@@ -199,34 +199,37 @@ def render_preview(
     sr = plan.sample_rate
     y = chain.ride_in_memory(excerpt.audio, _pre_chain_pipelined(excerpt.audio, plan), plan)
 
-    def final(g: float) -> np.ndarray:
-        stage = chain.FinalStage(plan, g)
-        return np.concatenate([stage.process(y), stage.flush()], axis=1)
+    guard = plan.loudness.guard
+    peaks = analysis.true_peak_frames(y, sr, oversample=plan.limiter.oversample) if guard and plan.soft_clip.enabled else None
+
+    def final(g: float) -> tuple[chain.Prediction, np.ndarray]:
+        return chain.render_predicted(y, peaks, plan, g)
 
     if plan.loudness.gain_db is not None:
-        out = final(plan.loudness.gain_db)
-        return out, plan.loudness.gain_db, limiter_offset_db or 0.0, analysis.integrated_loudness(out, sr)
+        at, out = final(plan.loudness.gain_db)
+        return out, plan.loudness.gain_db, limiter_offset_db or 0.0, at.lufs
     target = plan.loudness.target_lufs + excerpt.offset_lu
     pre_lufs = analysis.integrated_loudness(y, sr)
     if not math.isfinite(pre_lufs):
         raise ProcessingError("the processed signal is silent: cannot reach the loudness target")
     g = target - pre_lufs + (limiter_offset_db or 0.0)
     for _ in range(8):
-        out = final(g)
-        lufs = analysis.integrated_loudness(out, sr)
-        err = lufs - target
+        at, out = final(g)
+        err = at.lufs - target
         if abs(err) <= chain.SOLVE_TOLERANCE_LU / 2:
             break
         g -= err
-    if plan.loudness.guard:
+    if guard:
         # the dynamics guard, as the full render applies it: the preview plays what the master will
-        peaks = analysis.true_peak_frames(y, sr, oversample=plan.limiter.oversample)
-        at = chain.predict_in_memory(y, peaks, plan, g)
-        guarded, _ = chain.guard_gain_db(lambda gain: chain.predict_in_memory(y, peaks, plan, gain), plan, g, at)
+        if at.gain_db != g:
+            at, out = final(g)
+    lufs = at.lufs
+    if guard:
+        guarded, _ = chain.guard_gain_db(lambda gain: final(gain)[0], plan, g, at)
         if guarded < g:
             g = guarded
-            out = final(g)
-            lufs = analysis.integrated_loudness(out, sr)
+            at, out = final(g)
+            lufs = at.lufs
     return out, g, g - (target - pre_lufs), lufs
 
 

@@ -1442,26 +1442,40 @@ def _solve_in_memory(y: np.ndarray, plan: MasteringPlan) -> float:
     pre = analysis.integrated_loudness(y, plan.sample_rate)
     if not np.isfinite(pre):
         raise ProcessingError("the processed signal is silent: cannot reach the loudness target")
+    peaks = (
+        analysis.true_peak_frames(y, plan.sample_rate, oversample=plan.limiter.oversample)
+        if plan.loudness.guard and plan.soft_clip.enabled
+        else None
+    )
     g = target - pre
+    last = None
     for _ in range(8):
-        final = FinalStage(plan, g)
-        out = np.concatenate([final.process(y), final.flush()], axis=1)
-        err = analysis.integrated_loudness(out, plan.sample_rate) - target
+        last = predict_in_memory(y, peaks, plan, g)
+        err = last.lufs - target
         if abs(err) <= SOLVE_TOLERANCE_LU / 2:
             break
         g -= err
     if plan.loudness.guard:
-        peaks = analysis.true_peak_frames(y, plan.sample_rate, oversample=plan.limiter.oversample)
 
         def evaluate(gain_db: float) -> Prediction:
             return predict_in_memory(y, peaks, plan, gain_db)
 
-        g, _ = guard_gain_db(evaluate, plan, g, evaluate(g))
+        at = last if last is not None and last.gain_db == g else evaluate(g)
+        g, _ = guard_gain_db(evaluate, plan, g, at)  # the solve's last render is the first check
     return g
 
 
-def predict_in_memory(y: np.ndarray, peaks: np.ndarray, plan: MasteringPlan, gain_db: float) -> Prediction:
-    """:class:`Prediction` of an in-memory signal by rendering it (exact, for short excerpts)."""
+def predict_in_memory(y: np.ndarray, peaks: np.ndarray | None, plan: MasteringPlan, gain_db: float) -> Prediction:
+    """:class:`Prediction` of an in-memory signal by rendering it (exact, for short excerpts).
+
+    ``peaks`` (per-frame true peaks of ``y``) are needed for the clipper's figure only."""
+    return render_predicted(y, peaks, plan, gain_db)[0]
+
+
+def render_predicted(
+    y: np.ndarray, peaks: np.ndarray | None, plan: MasteringPlan, gain_db: float
+) -> tuple[Prediction, np.ndarray]:
+    """Gain + clipper + limiter over ``y``: the figures of :class:`Prediction` and the audio."""
     final = FinalStage(plan, gain_db)
     out = np.concatenate([final.process(y), final.flush()], axis=1)
     tracker = _GrTracker(plan.sample_rate, from_gains=True)
@@ -1469,7 +1483,7 @@ def predict_in_memory(y: np.ndarray, peaks: np.ndarray, plan: MasteringPlan, gai
         tracker.add(chunk)
     st = gr_stats(tracker.result())
     clip_max = 0.0
-    if plan.soft_clip.enabled:
+    if plan.soft_clip.enabled and peaks is not None:
         thr_db, ceil_db = _clip_curve_db(plan)
         raw = peaks.astype(np.float64) * 10.0 ** (gain_db / 20.0)
         hot = raw > 10.0 ** (thr_db / 20.0)
@@ -1477,7 +1491,7 @@ def predict_in_memory(y: np.ndarray, peaks: np.ndarray, plan: MasteringPlan, gai
             clipped = soft_clip(raw[hot][None, :], threshold_db=thr_db, ceiling_db=ceil_db)[0].astype(np.float64)
             clip_max = float(np.max(20.0 * np.log10(raw[hot] / np.maximum(clipped, 1e-12))))
     lufs = analysis.integrated_loudness(out, plan.sample_rate)
-    return Prediction(gain_db, lufs, st["max_db"], st["over_1db_pct"], clip_max)
+    return Prediction(gain_db, lufs, st["max_db"], st["over_1db_pct"], clip_max), out
 
 
 def loudest_window(short_term_lufs: Sequence[float | None], sample_rate: int, *, seconds: float = PREVIEW_SECONDS) -> int:
