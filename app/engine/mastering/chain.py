@@ -384,21 +384,30 @@ class RideCurve:
     """Per-frame linear gains from a 10 Hz section-ride curve (window k is centred at
     k / 10 + 1.5 s; linear interpolation between centres, held at the ends)."""
 
-    def __init__(self, ride_db: np.ndarray, sample_rate: int) -> None:
+    def __init__(self, ride_db: np.ndarray, sample_rate: int, frames: int) -> None:
         self.db = np.asarray(ride_db, dtype=np.float64)
         self.centres = (np.arange(len(self.db)) / 10.0 + 1.5) * sample_rate
+        # one gain per STEP_FRAMES, computed once for the whole signal (4 bytes per 64 frames)
+        steps = np.arange(frames // self.STEP_FRAMES + 1, dtype=np.float64) * self.STEP_FRAMES + self.STEP_FRAMES / 2
+        self._coarse = (
+            (10.0 ** (np.interp(steps, self.centres, self.db) / 20.0)).astype(np.float32)
+            if self.db.size
+            else np.ones(1, dtype=np.float32)
+        )
 
     #: frames per computed gain step (the curve moves at most ~3 dB over seconds, so a step of
     #: 64 frames changes the gain by well under 0.001 dB)
     STEP_FRAMES = 64
 
     def gains(self, start_frame: int, n: int) -> np.ndarray:
+        """(n,) float32 gains from ``start_frame``; read-only, so threads may share the curve."""
         if self.db.size == 0:
             return np.ones(n, dtype=np.float32)
         k = self.STEP_FRAMES
-        first = start_frame // k
-        steps = np.arange(first, (start_frame + n - 1) // k + 1, dtype=np.float64) * k + k / 2
-        coarse = (10.0 ** (np.interp(steps, self.centres, self.db) / 20.0)).astype(np.float32)
+        first, last = start_frame // k, (start_frame + n - 1) // k + 1
+        coarse = self._coarse[first:last]
+        if coarse.size < last - first:  # past the end of the signal: the last value held
+            coarse = np.concatenate([coarse, np.full(last - first - coarse.size, self._coarse[-1], np.float32)])
         fine = np.repeat(coarse, k)
         off = start_frame - first * k
         return fine[off : off + n]
@@ -428,7 +437,7 @@ def ride_in_memory(source: np.ndarray, processed: np.ndarray, plan: MasteringPla
         m = analysis.LoudnessMeter(sr, a.shape[0])
         m.process(a)
         metres.append(m.short_term_lufs)
-    ride = RideCurve(section_ride_db(metres[0], metres[1], max_db=plan.section_ride.max_db), sr)
+    ride = RideCurve(section_ride_db(metres[0], metres[1], max_db=plan.section_ride.max_db), sr, processed.shape[1])
     return (processed * ride.gains(0, processed.shape[1])[None, :]).astype(np.float32)
 
 
@@ -485,7 +494,8 @@ def sweep_stale_scratch(folder: Path | None = None, *, min_age_s: float = 60.0) 
 class ScratchTrack:
     """What the render pass needs from the pre-chain pass, on disk, bounded in size.
 
-    - per-frame true peaks as float16, rounded up (2 bytes a frame);
+    - per-frame true peaks: float32 when the audio is kept, else float16 rounded up (2 bytes
+      a frame);
     - K-weighted power summed over groups of :data:`POWER_GROUP_FRAMES` frames;
     - the pre-limiter audio (float32, a file per channel) only when ``keep_audio``:
       the caller keeps it for mixes under :data:`SCRATCH_AUDIO_BUDGET_BYTES` and runs the
@@ -506,7 +516,7 @@ class ScratchTrack:
         self.channels = channels
         self.frames = 0
         self.has_audio = keep_audio
-        self.paths = {"p": d / "p.f16", "w": d / "w.f32"}
+        self.paths = {"p": d / ("p.f32" if keep_audio else "p.f16"), "w": d / "w.f32"}
         if keep_audio:
             self.paths.update({f"x{c}": d / f"x{c}.f32" for c in range(channels)})
         self._fh = {k: open(v, "wb") for k, v in self.paths.items()}  # closed in finish()
@@ -521,10 +531,13 @@ class ScratchTrack:
             self.frames += data.shape[1]
             return
         if key == "p":
-            # float16 rounds to nearest: scale up by its relative spacing first so no peak
-            # is ever stored lower than it was (the limiter and the model stay safe)
-            a = (np.asarray(data, dtype=np.float64) * (1.0 + 2.0**-10)).astype(np.float16)
-            self._fh["p"].write(memoryview(np.ascontiguousarray(a)).cast("B"))
+            if self.has_audio:  # short mixes: exact float32 (also the cheapest to read back)
+                a = np.ascontiguousarray(data, dtype=np.float32)
+            else:
+                # float16 rounds to nearest: scale up by its relative spacing first so no
+                # peak is ever stored lower than it was (the limiter and the model stay safe)
+                a = np.ascontiguousarray((np.asarray(data, dtype=np.float64) * (1.0 + 2.0**-10)).astype(np.float16))
+            self._fh["p"].write(memoryview(a).cast("B"))
             return
         w = np.concatenate([self._w_rest, np.asarray(data, dtype=np.float64)])
         k = len(w) // POWER_GROUP_FRAMES
@@ -557,12 +570,13 @@ class ScratchTrack:
         return self._power_blocks(block_frames)
 
     def _peak_blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+        dtype = np.float32 if self.has_audio else np.float16
         with open(self.paths["p"], "rb") as f:
             while True:
-                a = np.fromfile(f, dtype=np.float16, count=block_frames)
+                a = np.fromfile(f, dtype=dtype, count=block_frames)
                 if a.size == 0:
                     return
-                yield a.astype(np.float32)
+                yield a if dtype == np.float32 else a.astype(np.float32)
 
     def _power_blocks(self, block_frames: int) -> Iterator[np.ndarray]:
         g = POWER_GROUP_FRAMES
@@ -775,7 +789,8 @@ def predict(
         )  # fmt: skip
 
     thr_db, ceil_db = _clip_curve_db(plan)
-    thr = 10.0 ** (thr_db / 20.0)
+    thr, ceil = 10.0 ** (thr_db / 20.0), 10.0 ** (ceil_db / 20.0)
+    span = ceil - thr
     pos = 0
     for p, w in zip(scratch.blocks("p"), scratch.blocks("w"), strict=True):
         if ride is not None:
@@ -789,10 +804,12 @@ def predict(
         if float(p.max(initial=0.0)) * g <= thr:  # nothing reaches the clipper in this block
             run(p, g, w)
             continue
-        raw = p.astype(np.float64) * g
-        pk = soft_clip(raw[None, :], threshold_db=thr_db, ceiling_db=ceil_db)[0].astype(np.float64)
-        hot = raw > thr
-        clip_max = max(clip_max, float(np.max(20.0 * np.log10(raw[hot] / np.maximum(pk[hot], 1e-12)))))
+        pk = p.astype(np.float64) * g
+        hot = np.flatnonzero(pk > thr)
+        raw = pk[hot]
+        shaped = np.minimum(thr + span * np.tanh((raw - thr) / span), ceil)  # soft_clip's curve
+        pk[hot] = shaped
+        clip_max = max(clip_max, float(np.max(20.0 * np.log10(raw / shaped))))
         run(pk, 1.0, w)
     run(np.zeros(d), 1.0, np.zeros(d, dtype=np.float32))
     lufs = _integrated_from_subblocks(sums / np.maximum(np.diff(edges), 1))
@@ -1267,7 +1284,9 @@ def master_file(
         ride = None
         if plan.section_ride.enabled:
             src_st = np.asarray([v if v is not None else -np.inf for v in before.short_term_series])
-            ride = RideCurve(section_ride_db(src_st, pre_st, max_db=plan.section_ride.max_db), plan.sample_rate)
+            ride = RideCurve(
+                section_ride_db(src_st, pre_st, max_db=plan.section_ride.max_db), plan.sample_rate, info.frames
+            )
             if ride.max_abs_db < 0.05:
                 ride = None  # nothing to put back
             elif plan.loudness.gain_db is None:  # a fresh plan: say what the ride did

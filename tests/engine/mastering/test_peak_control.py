@@ -186,12 +186,13 @@ def test_section_ride_puts_sections_back_where_they_were():
     quiet[:30] = -np.inf
     quiet[30:60] = -60.0
     assert np.all(np.isfinite(section_ride_db(quiet, pre, max_db=3.0)))
-    r = RideCurve(np.array([0.0, 6.0, 0.0]), SR)  # centres at 1.5, 1.6 and 1.7 s
+    r = RideCurve(np.array([0.0, 6.0, 0.0]), SR, 2 * SR)  # centres at 1.5, 1.6 and 1.7 s
     f = np.arange(0, 2 * SR)
     want = np.interp(f, (np.arange(3) / 10 + 1.5) * SR, [0.0, 6.0, 0.0])
     got = 20 * np.log10(np.concatenate([r.gains(i, 1000) for i in range(0, 2 * SR, 1000)]))
     assert np.max(np.abs(got - want)) < 6.0 * 64 / (0.1 * SR) + 1e-4  # one 64-frame step of the slope
     np.testing.assert_array_equal(np.concatenate([r.gains(0, 777), r.gains(777, 5000)]), r.gains(0, 5777))
+    assert np.all(r.gains(2 * SR - 10, 500) == r.gains(2 * SR - 10, 1)[0])  # held past the end
 
 
 def test_section_ride_in_memory_restores_the_balance_an_eq_moved():

@@ -41,8 +41,12 @@ def test_long_mixes_run_the_pre_chain_again_with_the_same_result(program_48k_30s
     again = master_file(program_48k_30s, tmp_path / "again.wav")
     a, _ = sf.read(tmp_path / "kept.wav", dtype="float32")
     b, _ = sf.read(tmp_path / "again.wav", dtype="float32")
-    np.testing.assert_array_equal(a, b)
-    assert again.plan.loudness.gain_db == kept.plan.loudness.gain_db
+    # the same samples up to the solve's choice of gain, which sees float16 peaks here
+    # instead of float32 ones (a few thousandths of a dB)
+    dg = again.plan.loudness.gain_db - kept.plan.loudness.gain_db
+    assert abs(dg) < 0.02
+    np.testing.assert_allclose(b, a * np.float32(10 ** (dg / 20)), atol=2e-4)
+    assert abs(again.after.integrated_lufs - kept.after.integrated_lufs) < 0.03
     assert held and max(held) <= 1  # nothing piles up block after block
     has_audio, nbytes, frames = sizes[-1]
     assert not has_audio
@@ -99,7 +103,7 @@ def test_sigterm_removes_the_scratch_and_the_partial_output(tmp_path):
         env=env, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    while not list(tmp.glob("amc-scratch-*/p.f16")) and time.monotonic() < deadline and proc.poll() is None:
+    while not list(tmp.glob("amc-scratch-*/p.f*")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, "the master ended before it could be interrupted"
     time.sleep(0.5)
