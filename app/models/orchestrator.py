@@ -171,6 +171,8 @@ class Step:
     # figures (after run)
     status: Literal["planned", "done", "failed", "cancelled"] = "planned"
     gates: list[dict[str, Any]] = field(default_factory=list)
+    #: which gates ran and how they ended, skipped ones named as such (see gates.summary)
+    gate_summary: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
@@ -617,6 +619,7 @@ class Orchestrator:
                         log.info("step %s: %s seed %s failed its gates: %s", step.name, cand["backend"], seed, why)
                         continue
                     step.gates = att.gates
+                    step.gate_summary = g.summary(results)
                 att.outcome = "passed"
                 att.elapsed_s = time.perf_counter() - t_att
                 step.status = "done"
@@ -709,6 +712,7 @@ class Orchestrator:
                                  ceiling_dbtp=float(result.plan.limiter.ceiling_dbtp), tolerance_lu=tol,
                                  analysis_result=result.after)
         step.gates = att.gates = [r.to_dict() for r in results]
+        step.gate_summary = g.summary(results)
         rep = result.to_report()
         step.metrics = {
             "loudness_lufs": result.after.integrated_lufs,
