@@ -1040,6 +1040,33 @@ def noise_floor_db(audio: np.ndarray, sample_rate: int, *, quantile: float = 0.1
 # =============================================================================== the repair
 
 
+def detect(audio: np.ndarray, sample_rate: int, *, check: CheckFn = None) -> list[str]:
+    """The defects :func:`repair` would act on, in words (empty for a clean file).
+
+    ``auto`` routes a file to repair only when this is not empty, so it uses exactly
+    the confident detectors the repair uses.
+    """
+    with _one_blas_thread():
+        found: list[str] = []
+        levels = [lv for ch in range(audio.shape[0]) for lv in detect_clip_levels(audio[ch])]
+        if levels:
+            lv_db = sorted({round(20 * math.log10(lv.level), 1) for lv in levels})
+            found.append(f"clipping at {', '.join(f'{v:g}' for v in lv_db)} dBFS ({sum(lv.runs for lv in levels)} runs)")
+        clicks = int(_runs(detect_clicks(audio.mean(axis=0), sample_rate)).shape[0])
+        if clicks:
+            found.append(f"{clicks} clicks")
+        dc = detect_dc(audio, sample_rate)
+        if np.any(dc != 0):
+            found.append("DC offset " + ", ".join(f"{v:+.3f}" for v in dc))
+        hum = detect_hum(audio, sample_rate)
+        if hum is not None:
+            found.append(f"{hum['hum_hz']:g} Hz hum")
+        est = estimate_noise(audio, check=check)
+        if est.present:
+            found.append(f"steady noise at {est.level_dbfs:.0f} dBFS")
+        return found
+
+
 @dataclass
 class RepairReport:
     """What :func:`repair` found, did, and reverted: each entry is a sentence a musician can read."""
