@@ -58,7 +58,7 @@ MAX_CLICK_MS = 1.5
 #: (a note or drum onset leaves the residual raised).
 ONSET_RATIO = 3.0
 #: A click's AR residual must exceed this many times the *local* trimmed residual RMS.
-CLICK_THRESHOLD_SIGMA = 20.0
+CLICK_THRESHOLD_SIGMA = 25.0
 #: Fewest clipped runs (per sign) that make a clip level a detection, not a coincidence.
 MIN_CLIP_RUNS = 8
 #: Shortest run of equal samples counted as a plateau.
@@ -81,6 +81,10 @@ MIN_NOISE_CONTRAST_DB = 10.0
 #: The removed part of a denoise may follow the music's envelope at most this much
 #: (Pearson correlation of frame log-energies); above, music was removed.
 MAX_RESIDUAL_MUSIC_CORRELATION = 0.5
+#: A repaired click must cut its window's AR prediction error by at least this (dB).
+MIN_CLICK_GAIN_DB = 10.0
+#: Denoise is kept only when its predicted SNR gain reaches this (dB).
+MIN_PREDICTED_GAIN_DB = 1.0
 #: Hum: line prominence over its neighbourhood (dB) and share of segments that show it.
 HUM_PROMINENCE_DB = 12.0
 HUM_MIN_SEGMENT_SHARE = 0.8
@@ -919,10 +923,13 @@ def _wiener_inplace(
     max_reduction_db: float,
     check: CheckFn,
     chunk_frames: int = 256,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Wiener-filter ``y (channels, frames) float32`` in place, chunk by chunk.
 
-    Returns per-frame energies ``(removed, kept)`` (channel sums) for the do-no-harm check.
+    Returns per-frame energies ``(removed, kept)`` (channel sums) and the predicted SNR
+    gain (dB) for the do-no-harm check: the noise energy over the expected error of the
+    gained signal, ``sum (1-G)^2 S + G^2 N`` with the music power ``S = max(|X|^2 - N, 0)``
+    (what the filter takes from the music plus the noise it lets through).
     Output of a chunk is written only behind the frames still to be read, so the input
     each frame sees is never already filtered.
     """
@@ -936,6 +943,9 @@ def _wiener_inplace(
     prev = np.zeros((ch, noise_psd.shape[0]))
     removed_e = np.zeros(nf)
     kept_e = np.zeros(nf)
+    err_before = 0.0  # expected error energy: the noise itself
+    err_after = 0.0  # expected error of the gained estimate: (1-G)^2 S + G^2 N
+    noise_true = np.maximum(noise_psd, 1e-30)[None, None, :]  # the estimate, without strength
     tail = np.zeros((ch, pad), dtype=np.float64)  # overlap-add carried to the next chunk
     idx = np.arange(N_FFT)
     for f0 in range(0, nf, chunk_frames):
@@ -953,6 +963,9 @@ def _wiener_inplace(
             prev = g**2 * power[:, k]
         out_spec = spec * gains
         removed_e[f0 : f0 + cnt] = np.sum(np.abs(spec - out_spec) ** 2, axis=(0, 2))
+        music = np.maximum(power - noise_true, 0.0)
+        err_before += float(np.sum(np.broadcast_to(noise_true, power.shape)))
+        err_after += float(np.sum((1.0 - gains) ** 2 * music + gains**2 * noise_true))
         kept_e[f0 : f0 + cnt] = np.sum(np.abs(out_spec) ** 2, axis=(0, 2))
         frames = np.fft.irfft(out_spec, n=N_FFT, axis=-1) * win  # (ch, cnt, N_FFT)
         span = (cnt - 1) * HOP + N_FFT
@@ -968,7 +981,8 @@ def _wiener_inplace(
         if b > a:
             y[:, a:b] = acc[:, a - p0 : b - p0]
         tail = acc[:, done : done + pad].copy()
-    return removed_e, kept_e
+    predicted = 10 * math.log10(max(err_before, 1e-30) / max(err_after, 1e-30))
+    return removed_e, kept_e, predicted
 
 
 def denoise(
@@ -992,7 +1006,7 @@ def denoise(
         why = est.detail if est.present is False else "no denoise: strength 0"
         return DenoiseResult(np.asarray(audio, dtype=np.float32), before, before, False, why, None, est)
     y = np.array(audio, dtype=np.float32, copy=True)
-    removed_e, kept_e = _wiener_inplace(
+    removed_e, kept_e, predicted_db = _wiener_inplace(
         y, est.psd, strength=strength, max_reduction_db=max_reduction_db, check=check
     )
     # do no harm: removed noise is steady; removed music rises and falls with the music
@@ -1005,6 +1019,12 @@ def denoise(
             corr = float(np.corrcoef(lr, lk)[0, 1])
     after_est = estimate_noise(y, check=check)
     after = after_est.level_dbfs
+    if predicted_db < MIN_PREDICTED_GAIN_DB:
+        return DenoiseResult(
+            np.asarray(audio, dtype=np.float32), before, before, False,
+            f"denoise reverted: it would take about as much music as noise out (predicted SNR gain "
+            f"{predicted_db:+.1f} dB, at least {MIN_PREDICTED_GAIN_DB:g} needed)", corr, est,
+        )
     if corr is not None and corr > MAX_RESIDUAL_MUSIC_CORRELATION:
         return DenoiseResult(
             np.asarray(audio, dtype=np.float32), before, before, False,
@@ -1018,7 +1038,7 @@ def denoise(
         )
     return DenoiseResult(
         y, before, after, True,
-        f"{est.detail}; lowered to {after:.0f} dBFS (removed part follows the music by {corr or 0:.2f})",
+        f"{est.detail}; lowered to {after:.0f} dBFS (predicted SNR gain {predicted_db:+.1f} dB)",
         corr, est,
     )
 
@@ -1182,19 +1202,28 @@ def _repair(
         m["clicks_fixed"] = 0
         if clicks:
             y = np.array(cur, dtype=np.float32, copy=True)
-            before_e, after_e = 0.0, 0.0
-            win = _runs(events)
             for ch in range(cur.shape[0]):
                 idx, vals = _lsar_repair(cur[ch], events, order=AR_ORDER, check=check)
                 y[ch, idx] = vals
-                before_e += ar_residual_energy(cur[ch], win, y[ch])
-                after_e += ar_residual_energy(y[ch], win, y[ch])
-            if after_e < before_e:
+            # each event is kept only where its repair made the waveform far more predictable
+            # (a click dominates its window's prediction error; a misread transient does not)
+            kept = 0
+            for s_, e_ in _runs(events):
+                win = np.array([[s_, e_]])
+                b = sum(ar_residual_energy(cur[ch], win, y[ch]) for ch in range(cur.shape[0]))
+                a = sum(ar_residual_energy(y[ch], win, y[ch]) for ch in range(cur.shape[0]))
+                if a * 10 ** (MIN_CLICK_GAIN_DB / 10) <= b:
+                    kept += 1
+                else:
+                    y[:, s_:e_] = cur[:, s_:e_]
+            if kept:
                 cur = y
-                m["clicks_fixed"] = clicks
-                rep.notes.append(f"removed {clicks} clicks")
+                m["clicks_fixed"] = kept
+                rep.notes.append(
+                    f"removed {kept} clicks" + (f" ({clicks - kept} suspects left: repair not clearly better)" if kept < clicks else "")
+                )
             else:
-                rep.notes.append(f"de-click reverted: {clicks} suspected clicks were no less plausible repaired")
+                rep.notes.append(f"de-click reverted: {clicks} suspected clicks were not clearly better repaired")
         else:
             rep.notes.append("no clicks found")
     if "eq" in steps or "dc" in steps:
