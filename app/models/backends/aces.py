@@ -1181,6 +1181,7 @@ def _repair(
                 win = _runs(mask)
                 before_e += ar_residual_energy(cur[ch], win, y[ch])
                 after_e += ar_residual_energy(y[ch], win, y[ch])
+            m["clipped_samples_found"] = fixed
             kinds = "noisy plateaus" if any(lv.noisy for lvs in levels_by_ch for lv in lvs) else "flat plateaus"
             if fixed and after_e < before_e:
                 cur = y
@@ -1334,6 +1335,9 @@ class DspEnhancer(Backend):
             check=check,
         )
         m.update(rep.metrics)
+        # the engine analysis sees exact plateaus only; noisy ones (noise added after the
+        # clipping) are found by the repair's detector: report the larger, truthful count
+        m["clipped_samples_before"] = max(m["clipped_samples_before"], int(m.get("clipped_samples_found", 0)))
         m["repaired"] = rep.changed
         m["repair_notes"] = rep.notes
         m["repair_summary"] = (

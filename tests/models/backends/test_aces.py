@@ -208,6 +208,7 @@ def test_enhance_backend_end_to_end(make_ctx, tmp_path: Path) -> None:
     assert m["clipped_samples_fixed"] > 100 and m["clicks_fixed"] >= 1
     assert m["noise_floor_after_dbfs"] < m["noise_floor_before_dbfs"] - 10
     assert m["repaired"] and "steady noise floor" in m["denoise"]
+    assert m["clipped_samples_before"] >= m["clipped_samples_fixed"]  # noisy plateaus counted too
     damaged = sf.read(src, dtype="float32", always_2d=True)[0].T
     repaired = sf.read(out.outputs["repaired"], dtype="float32", always_2d=True)[0].T
     assert _snr(clean, repaired) > _snr(clean, damaged) + 1.5  # measured against the clean source
