@@ -63,6 +63,12 @@ CLICK_THRESHOLD_SIGMA = 25.0
 MIN_CLIP_RUNS = 8
 #: Shortest run of equal samples counted as a plateau.
 MIN_CLIP_RUN_SAMPLES = 3
+#: Samples per AR model fitted for de-clipping (its reliable samples around a run).
+DECLIP_BLOCK = 8192
+#: AR order for de-clipping: clipped runs of bass-heavy music last hundreds of samples, and
+#: a low order cannot carry a low-frequency waveform across them (measured on the repair
+#: benchmark: order 24 -> 128 took -6 dBFS clipping of a pop mix from +0.7 to +3.2 dB SNR).
+DECLIP_ORDER = 128
 #: Half-cycle peaks piled at the clip level vs just below it (density ratio).
 CLIP_PILE_RATIO = 2.0
 #: A reconstructed clipped peak may rise at most this far (dB) over its clip level.
@@ -112,13 +118,19 @@ def fit_ar(x: np.ndarray, reliable: np.ndarray, order: int) -> np.ndarray | None
     if rows.shape[0] < 2 * order:
         return None
     xd = np.asarray(x, dtype=np.float64)
-    lags = rows[:, None] - np.arange(1, order + 1)[None, :]
-    design = xd[lags]
-    target = xd[rows]
-    gram = design.T @ design
+    # normal equations accumulated over row chunks: the full design matrix of a long window
+    # and a high order would take hundreds of MB
+    gram = np.zeros((order, order))
+    rhs = np.zeros(order)
+    taps = np.arange(1, order + 1)[None, :]
+    for c0 in range(0, rows.shape[0], 4096):
+        r = rows[c0 : c0 + 4096]
+        design = xd[r[:, None] - taps]
+        gram += design.T @ design
+        rhs += design.T @ xd[r]
     ridge = 1e-9 * np.trace(gram) / order + 1e-20
     try:
-        coef = np.linalg.solve(gram + ridge * np.eye(order), design.T @ target)
+        coef = np.linalg.solve(gram + ridge * np.eye(order), rhs)
     except np.linalg.LinAlgError:
         return None
     return np.concatenate([[1.0], -coef])
@@ -345,7 +357,7 @@ def _declip_channel(
     if not damaged.any():
         return np.empty(0), np.empty(0, dtype=np.int64), 0
     runs = _runs(damaged)
-    models = _ModelCache(xd, ~damaged, block=4096, order=order)
+    models = _ModelCache(xd, ~damaged, block=DECLIP_BLOCK, order=order)
     n = xd.shape[0]
     cap = 10 ** (MAX_DECLIP_OVERSHOOT_DB / 20)
     fallbacks = 0
@@ -401,7 +413,7 @@ def declip(
     *,
     clip_level: float | None = None,
     check: CheckFn = None,
-    order: int = AR_ORDER,
+    order: int = DECLIP_ORDER,
 ) -> tuple[np.ndarray, int]:
     """Reconstruct clipped runs.  ``audio``: ``(channels, frames)``; returns ``(repaired, samples fixed)``.
 
@@ -419,7 +431,8 @@ def declip(
             levels = detect_clip_levels(x)
         if not levels:
             continue
-        vals, idx, _ = _declip_channel(x, levels, order=min(order, 24), check=check)
+        with _one_blas_thread():
+            vals, idx, _ = _declip_channel(x, levels, order=order, check=check)
         x[idx] = vals
         fixed += int(idx.size)
     return out, fixed
@@ -1171,7 +1184,7 @@ def _repair(
             for ch, levels in enumerate(levels_by_ch):
                 if not levels:
                     continue
-                vals, idx, _ = _declip_channel(cur[ch], levels, order=24, check=check)
+                vals, idx, _ = _declip_channel(cur[ch], levels, order=DECLIP_ORDER, check=check)
                 if idx.size == 0:
                     continue
                 y[ch, idx] = vals
