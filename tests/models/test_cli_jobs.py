@@ -27,6 +27,14 @@ def amc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads HF_HUB_OFFLINE once, when first imported: import it under the
+    # real environment and patch its constant here, so neither leaks into later tests
+    try:
+        import huggingface_hub.constants as hf_constants
+    except ImportError:
+        pass
+    else:
+        monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("AMC_EXTRA_BACKENDS", EXTRA)
     monkeypatch.setenv("AMC_DEVICE", "cpu")
     monkeypatch.delenv("AMC_MODELS_PATH", raising=False)
