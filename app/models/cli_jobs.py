@@ -229,6 +229,8 @@ def _print_summary(outputs: dict[str, str], plan: dict[str, Any]) -> None:
         for x in s["gates"]:
             mark = "skip" if x["skipped"] else ("ok" if x["passed"] else "FAIL")
             print(f"    [{mark}] {x['name']}: {x['detail']}")
+        if s["name"] == "enhance" and s["metrics"].get("repair_summary"):
+            print(f"    repair: {s['metrics']['repair_summary']}")
         if s.get("gate_summary"):
             print(f"    gates: {s['gate_summary']}")
     m = next((s["metrics"] for s in plan["steps"] if s["name"] == "master"), None)

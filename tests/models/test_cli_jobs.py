@@ -69,6 +69,19 @@ def test_process_enhance_end_to_end(amc: Path, capsys: pytest.CaptureFixture[str
     assert hashlib.sha256(src.read_bytes()).hexdigest() == digest
 
 
+def test_process_enhance_leaves_a_clean_song_alone_and_says_why(amc: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests import material
+
+    src = material.program(10.0, 44_100, seed=4, style="ballad")
+    out, report = amc / "clean-enhanced.wav", amc / "run.json"
+    rc = cli.main(["process", str(src), "--operation", "enhance", "-o", str(out), "--report", str(report)])
+    assert rc == 0, capsys.readouterr().err
+    enh = json.loads(report.read_text())["steps"][0]
+    assert enh["metrics"]["repaired"] is False
+    assert enh["metrics"]["clipped_samples_fixed"] == 0 and enh["metrics"]["clicks_fixed"] == 0
+    assert "repair: no repair needed: no clipping found; no clicks found" in capsys.readouterr().out
+
+
 def test_generate_with_a_tiny_backend(amc: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = amc / "gen.wav"
     rc = cli.main(["generate", "warm piano", "--duration", "2", "--seed", "10", "--slot", "musicgen",
