@@ -88,7 +88,7 @@ NOISE_HOLD_DB = 3.0
 #: raised where music fills a whole window).
 NOISE_QUANTILE = 0.25
 #: The music's loud passages must stand at least this far over the noise floor (whole band).
-MIN_NOISE_CONTRAST_DB = 10.0
+MIN_NOISE_CONTRAST_DB = 6.0
 #: The removed part of a denoise may follow the music's envelope at most this much
 #: (Pearson correlation of frame log-energies); above, music was removed.
 MAX_RESIDUAL_MUSIC_CORRELATION = 0.5
@@ -99,8 +99,10 @@ MIN_CLICK_GAIN_DB = 10.0
 #: -2.4 dB) and every run predicted at >= 1.6 dB measured better (+1.2 to +8 dB).
 MIN_PREDICTED_GAIN_DB = 1.5
 #: Hum: line prominence over its neighbourhood (dB) and share of segments that show it.
-HUM_PROMINENCE_DB = 12.0
+HUM_PROMINENCE_DB = 10.0
 HUM_MIN_SEGMENT_SHARE = 0.8
+#: A harmonic is removed only when it stands out this far (music partials crowd them).
+HUM_HARMONIC_PROMINENCE_DB = 12.0
 HUM_MAX_HARMONICS = 8
 #: DC offsets smaller than this (linear, about -46 dBFS) are left alone.
 MIN_DC_OFFSET = 5e-3
@@ -696,7 +698,7 @@ def detect_hum(audio: np.ndarray, sample_rate: int) -> dict[str, Any] | None:
                 continue
         harmonics = [1]
         for h in range(2, HUM_MAX_HARMONICS + 1):
-            if h * f0 < sample_rate / 2 and line(freqs, psd, h * f0)[0] >= HUM_PROMINENCE_DB:
+            if h * f0 < sample_rate / 2 and line(freqs, psd, h * f0)[0] >= HUM_HARMONIC_PROMINENCE_DB:
                 harmonics.append(h)
         return {"hum_hz": base_hz, "frequency_hz": f0, "harmonics": harmonics, "prominence_db": prom}
     return None
