@@ -4,6 +4,7 @@
     python benchmarks/repair.py --seconds 30 --json out.json
     python benchmarks/repair.py --legacy 6ff99f5     # + the repair of that git revision, same cases
     python benchmarks/repair.py --memory 420         # + peak RSS / time of a 7-minute repair (child process)
+    python benchmarks/repair.py --skip-cases --speed 195   # time/RSS vs the repair at 6ff99f5
 
 Material (``tests/material.py``, fluidsynth + FluidR3 GM): three unmastered mixes
 (``program()``: pop seed 0, ballad seed 1, rock seed 2) and one loud "release"
@@ -279,25 +280,43 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def memory_run(seconds: float) -> dict[str, Any]:
-    """Peak RSS and time of repairing a damaged ``seconds`` song in a fresh child process."""
+def memory_run(seconds: float, legacy_rev: str | None = None) -> dict[str, Any]:
+    """Peak RSS and time of repairing a damaged ``seconds`` song in a fresh child process.
+
+    The damage is the issue's measurement: the mix scaled to a 0 dBFS peak, clipped at
+    -6 dBFS, white noise at -40 dBFS, DC +0.05.  With ``legacy_rev`` the child runs the
+    repair steps of that git revision's ACES module instead (declip, declick, denoise, EQ).
+    """
     path = material.program(seconds, SR, seed=3, style="pop")
+    if legacy_rev:
+        src = subprocess.run(["git", "show", f"{legacy_rev}:app/models/backends/aces.py"], cwd=REPO, check=True,
+                             capture_output=True, text=True).stdout
+        mod_path = Path(tempfile.mkdtemp()) / "aces_legacy.py"
+        mod_path.write_text(src)
+        load = (f"import importlib.util; spec = importlib.util.spec_from_file_location('aces_legacy', {str(mod_path)!r}); "
+                "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)")
+        run = ("y, _ = mod.declip(x); y, _ = mod.declick(y, sr); y = mod.denoise(y, sr).audio; "
+               "y, _ = mod.corrective_eq(y, sr); notes = ''")
+    else:
+        load = "from app.models.backends import aces as mod"
+        run = "y, rep = mod.repair(x, sr); notes = rep.notes"
     code = f"""
 import resource, sys, time, numpy as np, soundfile as sf
 sys.path.insert(0, {str(REPO)!r})
-from app.models.backends import aces
+{load}
 x, sr = sf.read({str(path)!r}, dtype='float32', always_2d=True)
 x = np.ascontiguousarray(x.T); x /= np.abs(x).max()
 rng = np.random.default_rng(0)
 x = np.clip(x, -0.5, 0.5) + (rng.standard_normal(x.shape) * 0.01).astype(np.float32) + np.float32(0.05)
 t0 = time.perf_counter()
-y, rep = aces.repair(x, sr)
+{run}
 el = time.perf_counter() - t0
-print(el, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, rep.notes)
+print(el, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, notes)
 """
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)}).stdout.split(" ", 2)
-    return {"seconds": seconds, "repair_s": float(out[0]), "peak_rss_mb": float(out[1]), "notes": out[2].strip()}
+                         env={**os.environ, "PYTHONPATH": str(REPO)}).stdout.strip().splitlines()[-1].split(" ", 2)
+    return {"seconds": seconds, "repair_s": float(out[0]), "peak_rss_mb": float(out[1]), "notes": out[2].strip(),
+            "revision": legacy_rev or "this tree"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--legacy", metavar="REV", help="also run the ACES repair of this git revision")
     ap.add_argument("--only", nargs="*", help="recipes containing any of these strings")
     ap.add_argument("--memory", type=float, metavar="SECONDS", help="peak RSS of one long repair (child process)")
+    ap.add_argument("--speed", type=float, metavar="SECONDS",
+                    help="time and peak RSS of this repair vs --legacy (default 6ff99f5), child processes")
+    ap.add_argument("--skip-cases", action="store_true", help="only the --memory / --speed runs")
     ap.add_argument("--json", type=Path, help="write every figure here")
     args = ap.parse_args(argv)
     legacy = load_legacy(args.legacy) if args.legacy else None
@@ -314,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         head += f" SNR out @{args.legacy} | s @{args.legacy} |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
-    rows = run_cases(args.seconds, legacy, args.only)
+    rows = [] if args.skip_cases else run_cases(args.seconds, legacy, args.only)
     lines = verdicts(rows)
     print()
     print("\n".join(lines))
@@ -325,6 +347,14 @@ def main(argv: list[str] | None = None) -> int:
         ok = mem["peak_rss_mb"] <= 500
         print(f"{'PASS' if ok else 'FAIL'} {args.memory:g} s song: repair {mem['repair_s']:.1f} s, "
               f"peak RSS {mem['peak_rss_mb']:.0f} MB (at most 500)")
+    if args.speed:
+        new = memory_run(args.speed)
+        old = memory_run(args.speed, args.legacy or "6ff99f5")
+        result["speed"] = {"new": new, "legacy": old}
+        ratio = old["repair_s"] / new["repair_s"]
+        print(f"{'PASS' if ratio >= 5 else 'FAIL'} {args.speed:g} s song: repair {new['repair_s']:.1f} s "
+              f"({new['peak_rss_mb']:.0f} MB) vs {old['repair_s']:.1f} s ({old['peak_rss_mb']:.0f} MB) at "
+              f"{old['revision']}: {ratio:.1f}x faster (at least 5x)")
     print(f"\n{sum(v.startswith('PASS') for v in lines)}/{len(lines)} cases pass")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str))
