@@ -182,8 +182,13 @@ def lsar_fill(seg: np.ndarray, unknown: np.ndarray, a: np.ndarray) -> np.ndarray
 
 def _runs(mask: np.ndarray) -> np.ndarray:
     """``(k, 2)`` start/end (exclusive) of the True runs of a bool vector."""
-    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return np.stack([np.flatnonzero(d == 1), np.flatnonzero(d == -1)], axis=1)
+    padded = np.zeros(mask.shape[0] + 2, dtype=np.int8)  # int8 throughout: 1 byte a sample
+    padded[1:-1] = mask
+    d = np.diff(padded)
+    del padded
+    edges = np.flatnonzero(d)
+    rising = d[edges] == 1
+    return np.stack([edges[rising], edges[~rising]], axis=1)
 
 
 def _spline_fill(seg: np.ndarray, unknown: np.ndarray) -> np.ndarray:
@@ -276,9 +281,9 @@ def detect_clip_levels(x: np.ndarray) -> list[ClipLevel]:
     itself) rather than the smooth curve of a natural peak.
     """
     found: list[ClipLevel] = []
-    xd = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float32)
     for sign in (1, -1):
-        y = xd * sign
+        y = x if sign == 1 else -x  # float32: no full-length float64 copy
         top = float(y.max()) if y.size else 0.0
         if not top > 1e-4:
             continue
@@ -362,15 +367,11 @@ def _declip_channel(
     x: np.ndarray, levels: list[ClipLevel], *, order: int, check: CheckFn
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Repair clipped runs of ``x (n,)``; returns ``(repaired float64 values, their indices, fallbacks)``."""
-    xd = np.asarray(x, dtype=np.float64)
+    xd = np.asarray(x, dtype=np.float32)  # windows are taken to float64 one at a time
     damaged = np.zeros(xd.shape[0], dtype=bool)
-    floor = np.zeros(xd.shape[0])  # the clip level each damaged sample must reach
-    sign = np.zeros(xd.shape[0])
+    level_of = {lv.sign: lv.level for lv in levels}  # at most one level per sign
     for lv in levels:
-        m = _clip_mask(xd, lv)
-        damaged |= m
-        floor[m] = lv.level
-        sign[m] = lv.sign
+        damaged |= _clip_mask(xd, lv)
     if not damaged.any():
         return np.empty(0), np.empty(0, dtype=np.int64), 0
     runs = _runs(damaged)
@@ -386,10 +387,12 @@ def _declip_channel(
             check()
         s, e = int(runs[i, 0]), int(runs[j - 1, 1])
         lo, hi = max(0, s - order), min(n, e + order)
-        seg = y[lo:hi]
+        seg = y[lo:hi].astype(np.float64)
         unknown = damaged[lo:hi].copy()
         a = models.at(s)
-        fl, sg = floor[lo:hi], sign[lo:hi]
+        # the clip level each damaged sample must reach, and its sign
+        sg = np.where(unknown, np.sign(seg), 0.0)
+        fl = np.where(sg > 0, level_of.get(1, 0.0), np.where(sg < 0, level_of.get(-1, 0.0), 0.0))
         if a is None or lo == 0 or hi == n:
             filled = _spline_fill(seg, unknown)
         else:
@@ -466,7 +469,8 @@ def detect_clicks(
     order: int = AR_ORDER,
     block: int = 4096,
 ) -> np.ndarray:
-    """Bool mask ``(n,)`` of click samples in mono ``x``.
+    """Bool mask ``(n,)`` of click samples in ``x``: mono ``(n,)``, or ``(channels, n)``
+    whose mix is taken block by block (no full-length mix in memory).
 
     A click is a short run (at most :data:`MAX_CLICK_MS`) of AR-residual outliers, one of
     them over ``threshold_sigma`` times the *local* residual level (the trimmed RMS of the
@@ -477,11 +481,13 @@ def detect_clicks(
     """
     from scipy.signal import lfilter
 
-    n = x.shape[0]
-    resid = np.zeros(n)
+    n = x.shape[-1]
+    # |residual| kept as float16 (37 MB for 7 minutes of audio): only compared with
+    # thresholds, where three significant digits are plenty
+    resid = np.zeros(n, dtype=np.float16)
     for b0 in range(0, n, block):
         lo, hi = max(0, b0 - order), min(n, b0 + block)
-        seg = np.asarray(x[lo:hi], dtype=np.float64)
+        seg = np.asarray(x[lo:hi] if x.ndim == 1 else x[:, lo:hi].mean(axis=0), dtype=np.float64)
         if seg.shape[0] <= 4 * order or float(np.mean(seg**2)) < 1e-14:
             continue
         a = fit_ar(seg, np.ones(seg.shape[0], dtype=bool), order)
@@ -489,23 +495,32 @@ def detect_clicks(
             continue
         e = lfilter(a, [1.0], seg)
         start = b0 if lo < b0 else lo + order
-        resid[start:hi] = np.abs(e[start - lo :])
+        resid[start:hi] = np.minimum(np.abs(e[start - lo :]), 6e4)
     cell = 256
     ncell = -(-n // cell)
-    padded = np.zeros(ncell * cell)
-    padded[:n] = resid
     # trimmed RMS per cell (the loudest 5 % left out, so a click does not raise its own scale)
     keep = int(0.95 * cell)
-    part = np.sort(padded.reshape(ncell, cell) ** 2, axis=1)[:, :keep]
-    cell_rms = np.sqrt(np.mean(part, axis=1))
+    cell_rms = np.zeros(ncell)
+    step = 4096  # cells per chunk
+    for c0 in range(0, ncell, step):
+        c1 = min(ncell, c0 + step)
+        part = np.zeros((c1 - c0) * cell, dtype=np.float32)
+        src = resid[c0 * cell : c1 * cell]
+        part[: src.shape[0]] = src
+        sq = np.sort(part.reshape(c1 - c0, cell).astype(np.float64) ** 2, axis=1)[:, :keep]
+        cell_rms[c0:c1] = np.sqrt(np.mean(sq, axis=1))
     from scipy.ndimage import maximum_filter1d
 
-    local = maximum_filter1d(cell_rms, size=5, mode="nearest")
-    sigma = np.repeat(local, cell)[:n] + 1e-9
-    strong = resid > threshold_sigma * sigma
-    if not strong.any():
-        return np.zeros(n, dtype=bool)
-    weak = resid > 0.25 * threshold_sigma * sigma
+    local = maximum_filter1d(cell_rms, size=5, mode="nearest") + 1e-9
+    weak = np.zeros(n, dtype=bool)
+    for c0 in range(0, ncell, step):
+        s0, s1 = c0 * cell, min(n, (c0 + step) * cell)
+        sig = np.repeat(local[c0 : c0 + step], cell)[: s1 - s0]
+        weak[s0:s1] = resid[s0:s1] > 0.25 * threshold_sigma * sig
+
+    def strong(s_: int, e_: int) -> bool:
+        return bool(np.any(resid[s_:e_] > threshold_sigma * local[np.arange(s_, e_) // cell]))
+
     gap = max(2, int(0.001 * sample_rate))
     pad = max(2, order // 4)
     max_len = int(MAX_CLICK_MS * 1e-3 * sample_rate)
@@ -518,7 +533,7 @@ def detect_clicks(
         while k + 1 < runs.shape[0] and runs[k + 1, 0] - e <= gap:
             k += 1
             e = int(runs[k, 1])
-        if strong[s:e].any() and e - s <= max_len and _returns(resid, s, e, order, win):
+        if e - s <= max_len and strong(s, e) and _returns(resid, s, e, order, win):
             events[max(0, s - pad) : min(n, e + pad)] = True
         k += 1
     return events
@@ -530,8 +545,8 @@ def _returns(resid: np.ndarray, s: int, e: int, order: int, win: int) -> bool:
     The residual is an order-``order`` FIR of the signal, so an impulse rings in it for
     ``order`` samples: the window after the event starts past that ring.
     """
-    pre = resid[max(0, s - 8 - win) : max(0, s - 8)]
-    post = resid[e + order : e + order + win]
+    pre = resid[max(0, s - 8 - win) : max(0, s - 8)].astype(np.float64)
+    post = resid[e + order : e + order + win].astype(np.float64)
     if pre.size < 8 or post.size < 8:
         return False
     return float(np.mean(post**2)) < ONSET_RATIO * float(np.mean(pre**2)) + 1e-18
@@ -567,11 +582,15 @@ def _lsar_repair(
     x: np.ndarray, damaged: np.ndarray, *, order: int, check: CheckFn
 ) -> tuple[np.ndarray, np.ndarray]:
     """LSAR-fill the damaged runs of ``x``; returns ``(indices, values)`` (spline where unstable)."""
-    xd = np.asarray(x, dtype=np.float64)
+    xd = np.asarray(x, dtype=np.float32)  # windows are taken to float64 one at a time
     n = xd.shape[0]
     runs = _runs(damaged)
     models = _ModelCache(xd, ~damaged, block=4096, order=order)
-    limit = 2.0 * float(np.max(np.abs(xd[~damaged]))) if (~damaged).any() else 1.0
+    peak = 0.0
+    for c0 in range(0, n, 1 << 20):  # chunked: no full-length temporaries
+        chunk = np.abs(xd[c0 : c0 + (1 << 20)][~damaged[c0 : c0 + (1 << 20)]])
+        peak = max(peak, float(chunk.max()) if chunk.size else 0.0)
+    limit = 2.0 * peak if peak > 0 else 1.0
     idx_out, val_out = [], []
     for gi, (i, j) in enumerate(_groups(runs, order)):
         if check is not None and gi % 256 == 0:
@@ -580,12 +599,13 @@ def _lsar_repair(
         lo, hi = max(0, s - order), min(n, e + order)
         unknown = damaged[lo:hi]
         a = models.at(s)
+        seg = xd[lo:hi].astype(np.float64)
         if a is None or lo == 0 or hi == n:
-            filled = _spline_fill(xd[lo:hi], unknown)
+            filled = _spline_fill(seg, unknown)
         else:
-            filled = lsar_fill(xd[lo:hi], unknown, a)
+            filled = lsar_fill(seg, unknown, a)
             if not np.all(np.isfinite(filled)) or np.max(np.abs(filled)) > limit:
-                filled = _spline_fill(xd[lo:hi], unknown)
+                filled = _spline_fill(seg, unknown)
         idx_out.append(np.flatnonzero(unknown) + lo)
         val_out.append(np.clip(filled[unknown], -limit, limit))
     if not idx_out:
@@ -608,7 +628,7 @@ def ar_residual_energy(
     mask = np.zeros(n, dtype=bool)
     for s, e in windows:
         mask[max(0, s - order) : min(n, e + order)] = True
-    models = _ModelCache(np.asarray(reference, dtype=np.float64), ~mask, block=4096, order=order)
+    models = _ModelCache(np.asarray(reference, dtype=np.float32), ~mask, block=4096, order=order)
     total = 0.0
     for s, e in _runs(mask):
         a = models.at(int(s))
@@ -650,6 +670,27 @@ def detect_dc(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     return out
 
 
+def _welch_chunked(x: np.ndarray, sample_rate: int, nper: int) -> tuple[np.ndarray, np.ndarray]:
+    """Welch PSD of ``x`` averaged over ~16-segment chunks (8 ``nper`` long, half overlapping) (scipy's welch holds every
+    segment of a long song at once: about 900 MB for 7 minutes at this resolution)."""
+    from scipy.signal import welch
+
+    chunk = 8 * nper
+    total, weight, freqs = None, 0, None
+    for c0 in range(0, x.shape[0], chunk - nper // 2):
+        part = x[c0 : c0 + chunk]
+        if part.shape[0] < nper:
+            break
+        freqs, p = welch(part, fs=sample_rate, nperseg=nper, noverlap=nper // 2)
+        w = part.shape[0]
+        total = p * w if total is None else total + p * w
+        weight += w
+    if total is None:
+        return welch(x, fs=sample_rate, nperseg=min(nper, x.shape[0]))
+    assert freqs is not None
+    return freqs, total / weight
+
+
 def detect_hum(audio: np.ndarray, sample_rate: int) -> dict[str, Any] | None:
     """``{"hum_hz", "frequency_hz", "harmonics", "prominence_db"}`` of a steady mains hum, or None.
 
@@ -682,7 +723,7 @@ def detect_hum(audio: np.ndarray, sample_rate: int) -> dict[str, Any] | None:
             fi = float(freqs[i])
         return prom, fi
 
-    freqs, psd = welch(mono, fs=sample_rate, nperseg=nper, noverlap=nper // 2)
+    freqs, psd = _welch_chunked(mono, sample_rate, nper)
     for base_hz in (50.0, 60.0):
         prom, f0 = line(freqs, psd, base_hz)
         if prom < HUM_PROMINENCE_DB:
@@ -707,48 +748,55 @@ def detect_hum(audio: np.ndarray, sample_rate: int) -> dict[str, Any] | None:
 def remove_hum(
     audio: np.ndarray, sample_rate: int, frequency_hz: float, harmonics: list[int]
 ) -> np.ndarray:
-    """Subtract the hum as sinusoids at ``h * frequency_hz`` with amplitude and phase fitted per 1 s.
-
-    Least squares per 1 s Hann-windowed segment (50 % overlap, windows summing to one):
-    only the fitted sinusoids leave the signal, so the music around them is untouched.
-    """
+    """``audio`` with the hum subtracted (a new float32 array); see :func:`subtract_hum_inplace`."""
     out = np.array(audio, dtype=np.float32, copy=True)
-    n = out.shape[1]
+    subtract_hum_inplace(out, sample_rate, frequency_hz, harmonics)
+    return out
+
+
+def subtract_hum_inplace(y: np.ndarray, sample_rate: int, frequency_hz: float, harmonics: list[int]) -> None:
+    """Subtract the hum from ``y (channels, frames)`` in place: sinusoids at ``h * frequency_hz``
+    with amplitude and phase fitted per 1 s segment.
+
+    Least squares per segment; the fits are cross-faded with sin^2 windows at 50 % overlap
+    (which sum to one), so only the fitted sinusoids leave the signal and the music around
+    them is untouched.  All fits are made on the input before anything is subtracted.
+    """
+    n = y.shape[1]
     seg = int(sample_rate)
     hop = seg // 2
-    win = np.sin(np.pi * (np.arange(seg) + 0.5) / seg) ** 2  # periodic-ish Hann, sums to 1 at 50 %
-    for ch in range(out.shape[0]):
-        x = np.asarray(audio[ch], dtype=np.float64)
-        est = np.zeros(n + seg)
-        for s in range(-hop, n, hop):
+    win = np.sin(np.pi * (np.arange(seg) + 0.5) / seg) ** 2  # win[k] + win[k + hop] = 1
+    starts = list(range(-hop, n, hop))
+
+    def basis(lo: int, hi: int) -> np.ndarray:
+        t = np.arange(lo, hi) / sample_rate
+        cols = []
+        for h in harmonics:
+            cols += [np.cos(2 * np.pi * h * frequency_hz * t), np.sin(2 * np.pi * h * frequency_hz * t)]
+        return np.stack(cols, axis=1)
+
+    for ch in range(y.shape[0]):
+        coefs = []
+        for s in starts:
             lo, hi = max(0, s), min(n, s + seg)
-            if hi - lo < 16:
+            if hi - lo < 4 * len(harmonics):
+                coefs.append(None)
                 continue
-            t = np.arange(lo, hi) / sample_rate
-            basis = np.concatenate(
-                [
-                    np.stack([np.cos(2 * np.pi * h * frequency_hz * t), np.sin(2 * np.pi * h * frequency_hz * t)])
-                    for h in harmonics
-                ]
-            ).T
-            coef, *_ = np.linalg.lstsq(basis, x[lo:hi], rcond=None)
-            est[lo:hi] += win[lo - s : hi - s] * (basis @ coef)
-        # the first and last half segments have one window only: normalise by the window sum
-        wsum = np.zeros(n + seg)
-        for s in range(-hop, n, hop):
+            c_, *_ = np.linalg.lstsq(basis(lo, hi), y[ch, lo:hi].astype(np.float64), rcond=None)
+            coefs.append(c_)
+        for s, c_ in zip(starts, coefs, strict=True):
+            if c_ is None:
+                continue
             lo, hi = max(0, s), min(n, s + seg)
-            wsum[lo:hi] += win[lo - s : hi - s]
-        out[ch] = (x - est[:n] / np.maximum(wsum[:n], 1e-6)).astype(np.float32)
-    return out
+            y[ch, lo:hi] -= (win[lo - s : hi - s] * (basis(lo, hi) @ c_)).astype(np.float32)
 
 
 def line_prominence_db(audio: np.ndarray, sample_rate: int, frequency_hz: float) -> float:
     """Prominence (dB) of the spectral line at ``frequency_hz`` over its 3-15 Hz neighbourhood."""
-    from scipy.signal import welch
 
     mono = np.mean(audio, axis=0, dtype=np.float32)
     nper = min(mono.shape[0], 1 << math.ceil(math.log2(sample_rate / 0.6)))
-    freqs, psd = welch(mono, fs=sample_rate, nperseg=nper)
+    freqs, psd = _welch_chunked(mono, sample_rate, nper)
     near = np.abs(freqs - frequency_hz) <= 0.5
     ring = (np.abs(freqs - frequency_hz) >= 3) & (np.abs(freqs - frequency_hz) <= 15)
     if not near.any() or not ring.any():
@@ -892,7 +940,10 @@ def estimate_noise(audio: np.ndarray, *, check: CheckFn = None) -> NoiseEstimate
     med = np.median(mins, axis=1)
     floor = np.quantile(mins, NOISE_QUANTILE, axis=1) * minimum_statistics_bias(audio.shape[0])
     with np.errstate(divide="ignore"):
-        dev = np.abs(10 * np.log10(np.maximum(mins, 1e-30)) - 10 * np.log10(np.maximum(med, 1e-30))[:, None])
+        dev = np.abs(  # float32: (bins, cells) arrays of a long song stay small
+            10 * np.log10(np.maximum(mins, np.float32(1e-30)))
+            - 10 * np.log10(np.maximum(med, np.float32(1e-30))).astype(np.float32)[:, None]
+        )
     held = np.mean(dev <= NOISE_HOLD_DB, axis=1) >= MIN_NOISE_STATIONARITY
     held[:4] = False  # below ~80 Hz: too few cycles per cell to judge
     share = float(np.mean(held[4:]))
@@ -915,7 +966,7 @@ def estimate_noise(audio: np.ndarray, *, check: CheckFn = None) -> NoiseEstimate
     level = float(np.sum(psd * sym) / (N_FFT * win_power))
     level_db = 10 * math.log10(max(level, 1e-30))
     # the music's loud passages (90th percentile of the cells' whole-band power)
-    music = float(np.quantile(np.sum(track * sym[:, None], axis=0), 0.9) / (N_FFT * win_power))
+    music = float(np.quantile(sym.astype(np.float32) @ track, 0.9) / (N_FFT * win_power))
     contrast = 10 * math.log10(max(music, 1e-30) / max(level, 1e-30))
     if share < MIN_NOISE_STATIONARITY * 0.5:
         present, why = False, (
@@ -953,8 +1004,10 @@ def _wiener_inplace(
     max_reduction_db: float,
     check: CheckFn,
     chunk_frames: int = 256,
+    write: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Wiener-filter ``y (channels, frames) float32`` in place, chunk by chunk.
+    """Wiener-filter ``y (channels, frames) float32`` in place, chunk by chunk
+    (``write=False``: the figures only, ``y`` untouched).
 
     Returns per-frame energies ``(removed, kept)`` (channel sums) and the predicted SNR
     gain (dB) for the do-no-harm check: the noise energy over the expected error of the
@@ -997,6 +1050,8 @@ def _wiener_inplace(
         err_before += float(np.sum(np.broadcast_to(noise_true, power.shape)))
         err_after += float(np.sum((1.0 - gains) ** 2 * music + gains**2 * noise_true))
         kept_e[f0 : f0 + cnt] = np.sum(np.abs(out_spec) ** 2, axis=(0, 2))
+        if not write:
+            continue
         frames = np.fft.irfft(out_spec, n=N_FFT, axis=-1) * win  # (ch, cnt, N_FFT)
         span = (cnt - 1) * HOP + N_FFT
         acc = np.zeros((ch, span))
@@ -1023,21 +1078,23 @@ def denoise(
     max_reduction_db: float = 24.0,
     check: CheckFn = None,
     estimate: NoiseEstimate | None = None,
+    inplace: bool = False,
 ) -> DenoiseResult:
     """Spectral Wiener denoise against a minimum-statistics noise floor, only where noise is real.
 
-    ``audio``: ``(channels, frames)``.  Skipped (audio returned as is) when the floor is
-    not a steady, audible noise clearly under the music; reverted when the removed part
-    follows the music's envelope.
+    ``audio``: ``(channels, frames)`` float32.  Skipped (audio returned as is) when the
+    floor is not a steady, audible noise clearly under the music.  A first pass computes
+    the filter's figures without writing: the denoise is not applied when its predicted
+    SNR gain is under MIN_PREDICTED_GAIN_DB or what it would remove follows the music's
+    envelope.  Only then is the signal filtered (in place with ``inplace``, else a copy).
     """
     est = estimate if estimate is not None else estimate_noise(audio, check=check)
     before = est.level_dbfs
     if not est.present or strength <= 0:
         why = est.detail if est.present is False else "no denoise: strength 0"
-        return DenoiseResult(np.asarray(audio, dtype=np.float32), before, before, False, why, None, est)
-    y = np.array(audio, dtype=np.float32, copy=True)
+        return DenoiseResult(audio, before, before, False, why, None, est)
     removed_e, kept_e, predicted_db = _wiener_inplace(
-        y, est.psd, strength=strength, max_reduction_db=max_reduction_db, check=check
+        audio, est.psd, strength=strength, max_reduction_db=max_reduction_db, check=check, write=False
     )
     # do no harm: removed noise is steady; removed music rises and falls with the music
     active = kept_e > 1e-12
@@ -1047,25 +1104,21 @@ def denoise(
         lk = np.log10(np.maximum(kept_e[active], 1e-30))
         if np.std(lr) > 0 and np.std(lk) > 0:
             corr = float(np.corrcoef(lr, lk)[0, 1])
-    after_est = estimate_noise(y, check=check)
-    after = after_est.level_dbfs
     if predicted_db < MIN_PREDICTED_GAIN_DB:
         return DenoiseResult(
-            np.asarray(audio, dtype=np.float32), before, before, False,
-            f"denoise reverted: it would take about as much music as noise out (predicted SNR gain "
-            f"{predicted_db:+.1f} dB, at least {MIN_PREDICTED_GAIN_DB:g} needed)", corr, est,
+            audio, before, before, False,
+            f"denoise not applied: it would take about as much music as noise out (predicted SNR "
+            f"gain {predicted_db:+.1f} dB, at least {MIN_PREDICTED_GAIN_DB:g} needed)", corr, est,
         )
     if corr is not None and corr > MAX_RESIDUAL_MUSIC_CORRELATION:
         return DenoiseResult(
-            np.asarray(audio, dtype=np.float32), before, before, False,
-            f"denoise reverted: what it removed followed the music (correlation {corr:.2f}), "
-            "so it would have taken music out", corr, est,
+            audio, before, before, False,
+            f"denoise not applied: what it would remove follows the music (correlation {corr:.2f}), "
+            "so it would take music out", corr, est,
         )
-    if not after < before - 1.0:
-        return DenoiseResult(
-            np.asarray(audio, dtype=np.float32), before, before, False,
-            f"denoise reverted: the noise floor did not drop ({before:.1f} -> {after:.1f} dBFS)", corr, est,
-        )
+    y = audio if inplace else np.array(audio, dtype=np.float32, copy=True)
+    _wiener_inplace(y, est.psd, strength=strength, max_reduction_db=max_reduction_db, check=check)
+    after = estimate_noise(y, check=check).level_dbfs
     return DenoiseResult(
         y, before, after, True,
         f"{est.detail}; lowered to {after:.0f} dBFS (predicted SNR gain {predicted_db:+.1f} dB)",
@@ -1102,7 +1155,7 @@ def detect(audio: np.ndarray, sample_rate: int, *, check: CheckFn = None) -> lis
         if levels:
             lv_db = sorted({round(20 * math.log10(lv.level), 1) for lv in levels})
             found.append(f"clipping at {', '.join(f'{v:g}' for v in lv_db)} dBFS ({sum(lv.runs for lv in levels)} runs)")
-        clicks = int(_runs(detect_clicks(audio.mean(axis=0), sample_rate)).shape[0])
+        clicks = int(_runs(detect_clicks(audio, sample_rate)).shape[0])
         if clicks:
             found.append(f"{clicks} clicks")
         dc = detect_dc(audio, sample_rate)
@@ -1151,17 +1204,21 @@ def repair(
     clip_level: float | None = None,
     progress: Callable[[float, str], None] | None = None,
     check: CheckFn = None,
+    inplace: bool = False,
 ) -> tuple[np.ndarray, RepairReport]:
     """Detect and repair ``audio (channels, frames) float32``; every repair is checked against its input.
 
     Returns ``(audio, report)``; ``audio`` is the input object itself when nothing was
     repaired (or everything was reverted).  ``steps``: any of ``declip``, ``declick``,
-    ``denoise``, ``eq`` (= ``dc`` + ``hum``), ``dc``, ``hum``.
+    ``denoise``, ``eq`` (= ``dc`` + ``hum``), ``dc``, ``hum``.  ``inplace``: the repairs
+    write into ``audio`` itself (no working copy; what a repair does not keep is put back
+    exactly, so an input left alone is still bit-identical).
     """
     with _one_blas_thread():
         return _repair(
             audio, sample_rate, steps=tuple(steps), strength=strength, max_reduction_db=max_reduction_db,
             click_threshold_sigma=click_threshold_sigma, clip_level=clip_level, progress=progress, check=check,
+            inplace=inplace,
         )
 
 
@@ -1176,136 +1233,169 @@ def _repair(
     clip_level: float | None,
     progress: Callable[[float, str], None] | None,
     check: CheckFn,
+    inplace: bool,
 ) -> tuple[np.ndarray, RepairReport]:
+    """See :func:`repair`.  Memory: the input plus at most one working copy, which every
+    step writes in place; a step that is not kept puts back what it changed (the sparse
+    repairs keep the samples they replace) or is judged before it writes (hum, denoise)."""
     rep = RepairReport()
     m = rep.metrics
+    work: np.ndarray | None = None
+    changed = False
 
     def prog(f: float, msg: str) -> None:
         if progress is not None:
             progress(f, msg)
 
-    cur = audio
+    def cur() -> np.ndarray:
+        return work if work is not None else audio
+
+    def working() -> np.ndarray:
+        nonlocal work
+        if work is None:
+            work = audio if inplace else np.array(audio, dtype=np.float32, copy=True)
+        return work
+
     if "declip" in steps:
         prog(0.0, "looking for clipping")
         levels_by_ch = (
-            [[ClipLevel(s, float(clip_level), 1e-4 * float(clip_level), 0, False) for s in (1, -1)]] * cur.shape[0]
+            [[ClipLevel(s, float(clip_level), 1e-4 * float(clip_level), 0, False) for s in (1, -1)]] * audio.shape[0]
             if clip_level is not None
-            else [detect_clip_levels(cur[ch]) for ch in range(cur.shape[0])]
+            else [detect_clip_levels(cur()[ch]) for ch in range(audio.shape[0])]
         )
         m["clip_levels_dbfs"] = sorted({round(20 * math.log10(lv.level), 2) for lvs in levels_by_ch for lv in lvs})
         m["clipped_samples_fixed"] = 0
         if any(levels_by_ch):
             prog(0.05, "de-clipping")
-            y = np.array(cur, dtype=np.float32, copy=True)
-            fixed, before_e, after_e = 0, 0.0, 0.0
+            patches = []
             for ch, levels in enumerate(levels_by_ch):
-                if not levels:
-                    continue
-                vals, idx, _ = _declip_channel(cur[ch], levels, order=DECLIP_ORDER, check=check)
-                if idx.size == 0:
-                    continue
-                y[ch, idx] = vals
-                fixed += int(idx.size)
-                mask = np.zeros(cur.shape[1], dtype=bool)
-                mask[idx] = True
-                win = _runs(mask)
-                before_e += ar_residual_energy(cur[ch], win, y[ch])
-                after_e += ar_residual_energy(y[ch], win, y[ch])
+                if levels:
+                    vals, idx, _ = _declip_channel(cur()[ch], levels, order=DECLIP_ORDER, check=check)
+                    if idx.size:
+                        patches.append((ch, idx, vals))
+            fixed = sum(int(idx.size) for _, idx, _ in patches)
             m["clipped_samples_found"] = fixed
             kinds = "noisy plateaus" if any(lv.noisy for lvs in levels_by_ch for lv in lvs) else "flat plateaus"
-            share = fixed / max(1, cur.size)
+            share = fixed / max(1, audio.size)
             if fixed and share > MAX_CLIPPED_SHARE:
                 rep.notes.append(
                     f"de-clip not applied: {share * 100:.0f} % of the samples are clipped, too dense to "
                     "rebuild reliably (the reconstruction can land further from the original than the "
                     "clipped waveform)"
                 )
-            elif fixed and after_e < before_e:
-                cur = y
-                m["clipped_samples_fixed"] = fixed
-                rep.notes.append(
-                    f"de-clipped {fixed} samples at {', '.join(f'{v:g}' for v in m['clip_levels_dbfs'])} dBFS "
-                    f"({kinds}; prediction error {10 * math.log10(max(after_e, 1e-30) / max(before_e, 1e-30)):+.1f} dB)"
-                )
             elif fixed:
-                rep.notes.append("de-clip reverted: the reconstruction was no more plausible than the clipped input")
+                w = working()
+                before_e, after_e, saved = 0.0, 0.0, []
+                for ch, idx, vals in patches:
+                    mask = np.zeros(w.shape[1], dtype=bool)
+                    mask[idx] = True
+                    win = _runs(mask)
+                    del mask
+                    before_e += ar_residual_energy(w[ch], win, w[ch])
+                    saved.append(w[ch, idx].copy())
+                    w[ch, idx] = vals
+                    after_e += ar_residual_energy(w[ch], win, w[ch])
+                if after_e < before_e:
+                    changed = True
+                    m["clipped_samples_fixed"] = fixed
+                    rep.notes.append(
+                        f"de-clipped {fixed} samples at {', '.join(f'{v:g}' for v in m['clip_levels_dbfs'])} dBFS "
+                        f"({kinds}; prediction error {10 * math.log10(max(after_e, 1e-30) / max(before_e, 1e-30)):+.1f} dB)"
+                    )
+                else:
+                    for (ch, idx, _), old in zip(patches, saved, strict=True):
+                        w[ch, idx] = old
+                    rep.notes.append("de-clip reverted: the reconstruction was no more plausible than the clipped input")
         else:
             rep.notes.append("no clipping found")
     if "declick" in steps:
         prog(0.25, "looking for clicks")
-        mono = cur.mean(axis=0)
-        events = detect_clicks(mono, sample_rate, threshold_sigma=click_threshold_sigma)
-        del mono
-        clicks = int(_runs(events).shape[0])
+        events = detect_clicks(cur(), sample_rate, threshold_sigma=click_threshold_sigma)
+        event_runs = _runs(events)
+        clicks = int(event_runs.shape[0])
         m["clicks_fixed"] = 0
         if clicks:
-            y = np.array(cur, dtype=np.float32, copy=True)
-            for ch in range(cur.shape[0]):
-                idx, vals = _lsar_repair(cur[ch], events, order=AR_ORDER, check=check)
-                y[ch, idx] = vals
+            src = cur()
+            patches = [(ch, *_lsar_repair(src[ch], events, order=AR_ORDER, check=check)) for ch in range(src.shape[0])]
             # each event is kept only where its repair made the waveform far more predictable
             # (a click dominates its window's prediction error; a misread transient does not)
+            before = [sum(ar_residual_energy(src[ch], np.array([[s_, e_]]), src[ch]) for ch in range(src.shape[0]))
+                      for s_, e_ in event_runs]
+            originals = [src[:, s_:e_].copy() for s_, e_ in event_runs]
+            w = working()
+            for ch, idx, vals in patches:
+                w[ch, idx] = vals
             kept = 0
-            for s_, e_ in _runs(events):
-                win = np.array([[s_, e_]])
-                b = sum(ar_residual_energy(cur[ch], win, y[ch]) for ch in range(cur.shape[0]))
-                a = sum(ar_residual_energy(y[ch], win, y[ch]) for ch in range(cur.shape[0]))
-                if a * 10 ** (MIN_CLICK_GAIN_DB / 10) <= b:
+            for (s_, e_), b_, orig in zip(event_runs, before, originals, strict=True):
+                a_ = sum(ar_residual_energy(w[ch], np.array([[s_, e_]]), w[ch]) for ch in range(w.shape[0]))
+                if a_ * 10 ** (MIN_CLICK_GAIN_DB / 10) <= b_:
                     kept += 1
                 else:
-                    y[:, s_:e_] = cur[:, s_:e_]
+                    w[:, s_:e_] = orig
             if kept:
-                cur = y
+                changed = True
                 m["clicks_fixed"] = kept
                 rep.notes.append(
-                    f"removed {kept} clicks" + (f" ({clicks - kept} suspects left: repair not clearly better)" if kept < clicks else "")
+                    f"removed {kept} clicks"
+                    + (f" ({clicks - kept} suspects left: repair not clearly better)" if kept < clicks else "")
                 )
             else:
                 rep.notes.append(f"de-click reverted: {clicks} suspected clicks were not clearly better repaired")
         else:
             rep.notes.append("no clicks found")
+        del events
     if "eq" in steps or "dc" in steps:
-        removed = detect_dc(cur, sample_rate)
+        removed = detect_dc(cur(), sample_rate)
         m["dc_removed"] = [round(float(v), 6) for v in removed]
         if np.any(removed != 0):
-            cur = (cur - removed[:, None]).astype(np.float32)
-            after = dc_offsets(cur)
+            w = working()
+            w -= removed[:, None].astype(np.float32)
+            changed = True
+            after = dc_offsets(w)
             rep.notes.append(
                 "removed a DC offset of " + ", ".join(f"{v:+.4f}" for v in removed)
                 + f" (now {max(abs(float(v)) for v in after):.1e})"
             )
     if "eq" in steps or "hum" in steps:
         prog(0.35, "looking for hum")
-        hum = detect_hum(cur, sample_rate)
+        hum = detect_hum(cur(), sample_rate)
         m["hum_hz"] = None
         if hum is not None:
-            y = remove_hum(cur, sample_rate, hum["frequency_hz"], hum["harmonics"])
-            after = line_prominence_db(y, sample_rate, hum["frequency_hz"])
+            # judged on the mix before anything is written: the line must drop by 6 dB
+            mono = cur().mean(axis=0, dtype=np.float32)[None]
+            subtract_hum_inplace(mono, sample_rate, hum["frequency_hz"], hum["harmonics"])
+            after = line_prominence_db(mono, sample_rate, hum["frequency_hz"])
+            del mono
             if after < hum["prominence_db"] - 6.0:
-                cur = y
+                subtract_hum_inplace(working(), sample_rate, hum["frequency_hz"], hum["harmonics"])
+                changed = True
                 m["hum_hz"] = hum["hum_hz"]
                 rep.notes.append(
                     f"removed {hum['hum_hz']:g} Hz hum (harmonics {hum['harmonics']}; line "
                     f"{hum['prominence_db']:.0f} -> {after:.0f} dB over its neighbourhood)"
                 )
             else:
-                rep.notes.append("hum removal reverted: the line did not drop")
+                rep.notes.append("hum removal not applied: the line would not drop")
         else:
             rep.notes.append("no mains hum found")
     if "denoise" in steps:
         prog(0.45, "measuring the noise floor")
-        res = denoise(cur, sample_rate, strength=strength, max_reduction_db=max_reduction_db, check=check)
+        res = denoise(cur(), sample_rate, strength=strength, max_reduction_db=max_reduction_db, check=check,
+                      inplace=work is not None)
         m["denoise"] = res.detail
         m["noise_floor_before_dbfs"] = _num(res.noise_floor_before_db)
         m["noise_floor_after_dbfs"] = _num(res.noise_floor_after_db)
         if res.applied:
-            cur = res.audio
+            work = res.audio
+            changed = True
         rep.notes.append(res.detail)
     prog(1.0, "repair checked")
-    rep.changed = cur is not audio
-    if not rep.changed:
+    rep.changed = changed
+    if not changed:  # every write was put back: bit-identical (and with inplace, the same object)
         rep.notes.append("nothing repaired: the input passes through unchanged")
-    return cur, rep
+        return audio, rep
+    assert work is not None
+    return work, rep
 
 
 # =============================================================================== backend
@@ -1359,7 +1449,7 @@ class DspEnhancer(Backend):
         }
         clip_level = params.get("clip_level")
         y, rep = repair(
-            audio,
+            audio,  # repaired in place: the input file is read again for nothing, and RAM stays bounded
             sr,
             steps=[s for s in steps if s != "master"],
             strength=c.param_float(params, "denoise_strength", 1.0, 0.0, 4.0),
@@ -1370,6 +1460,7 @@ class DspEnhancer(Backend):
             clip_level=float(clip_level) if clip_level is not None else None,
             progress=lambda f, msg: ctx.progress(0.05 + 0.5 * f, msg),
             check=check,
+            inplace=True,
         )
         m.update(rep.metrics)
         # the engine analysis sees exact plateaus only; noisy ones (noise added after the
