@@ -188,6 +188,7 @@ def load_legacy(rev: str) -> Any:
     spec = importlib.util.spec_from_file_location("aces_legacy", path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
+    sys.modules["aces_legacy"] = mod  # its dataclasses look their module up
     spec.loader.exec_module(mod)
     return mod
 
@@ -302,7 +303,7 @@ def memory_run(seconds: float, legacy_rev: str | None = None) -> dict[str, Any]:
         mod_path = Path(tempfile.mkdtemp()) / "aces_legacy.py"
         mod_path.write_text(src)
         load = (f"import importlib.util; spec = importlib.util.spec_from_file_location('aces_legacy', {str(mod_path)!r}); "
-                "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)")
+                "mod = importlib.util.module_from_spec(spec); sys.modules['aces_legacy'] = mod; spec.loader.exec_module(mod)")
         run = ("y, _ = mod.declip(x); y, _ = mod.declick(y, sr); y = mod.denoise(y, sr).audio; "
                "y, _ = mod.corrective_eq(y, sr); notes = ''")
     else:
@@ -328,8 +329,7 @@ hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]
 peak = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(el, peak, load_peak, notes)
 """
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)}).stdout.strip().splitlines()[-1].split(" ", 3)
+    out = [*subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}).stdout.strip().splitlines()[-1].split(" ", 3), ""]
     return {"seconds": seconds, "repair_s": float(out[0]), "peak_rss_mb": float(out[1]),
             "load_peak_rss_mb": float(out[2]), "notes": out[3].strip(), "revision": legacy_rev or "this tree"}
 
