@@ -70,7 +70,7 @@ DECLIP_BLOCK = 8192
 #: benchmark: order 24 -> 128 took -6 dBFS clipping of a pop mix from +0.7 to +3.2 dB SNR).
 DECLIP_ORDER = 128
 #: Half-cycle peaks piled at the clip level vs just below it (density ratio).
-CLIP_PILE_RATIO = 2.0
+CLIP_PILE_RATIO = 1.5
 #: Above this share of clipped samples the waveform is too far gone for AR interpolation:
 #: measured on the repair benchmark, a limited master clipped 12 dB down (32 % of its
 #: samples) came out 1.2 dB *further* from the original; 9 % (a mix clipped 12 dB down)
