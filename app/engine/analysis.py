@@ -101,8 +101,16 @@ TP_KAISER_BETA = 5.0
 TP_MAX_OVERSAMPLE = 32
 _TP_CHUNK_FRAMES = 2048  # inner working set of the numba kernel (fits L1)
 
-#: |x| at or above this counts as clipped (0.9999 of full scale).
+#: |x| at or above this counts as clipped (0.9999 of full scale); so do runs at the
+#: channel's own peak, at any level (CLIP_REL_TOL).
 CLIP_LEVEL = 0.9999
+#: Clipping at any level: samples within this relative tolerance of the channel's peak
+#: (a mix clipped at -6 dBFS has its plateaus at its peak, not at full scale).  Clipped
+#: plateaus are equal samples; 1e-6 keeps the rounded top of a natural low-frequency peak
+#: (1e-4 gives runs of 3 at a 100 Hz peak) out.
+CLIP_REL_TOL = 1e-6
+#: Peaks below this (-60 dBFS) are too quiet to call clipped (digital silence is "flat").
+CLIP_MIN_PEAK = 1e-3
 #: A run of at least this many consecutive clipped samples is reported.
 CLIP_MIN_RUN = 3
 #: Below this a 100 ms window is silent (RMS), and samples below it do not end
@@ -490,12 +498,15 @@ def _stats_kernel(
     absmax: np.ndarray,
     run_len: np.ndarray,
     counts: np.ndarray,
-    clip_level: float,
+    full_level: float,
+    clip_tol: float,
     loud_level: float,
 ) -> tuple[int, int, float]:  # pragma: no cover - numba
     """One pass of plain statistics over a block.
 
     Accumulates per channel: sum, sum of squares, peak |x|, clipping runs
+    at full scale (``full_level``) or at the channel's peak level within
+    ``clip_tol`` (relative), whatever that level
     (``run_len`` carries an open run across blocks; ``counts[c] = (runs,
     samples)`` of runs >= 3 long); per segment of the 100 ms grid the
     unweighted energy summed over channels. Returns the first and last local
@@ -526,15 +537,25 @@ def _stats_kernel(
             v2 = v * v
             s2 += v2
             acc += v2
-            if a > mx:
+            # clipping at any level: runs of samples at the channel's peak so far (equal
+            # within a relative tolerance) or at full scale; a new, higher peak below full
+            # scale means the runs counted at the old level were not at the clip level
+            if a > mx * (1.0 + clip_tol) and a < full_level:
+                if mx > 0.0:
+                    counts[c, 0] = 0
+                    counts[c, 1] = 0
                 mx = a
-            if a >= clip_level:
-                rl += 1
+                rl = 1 if a >= CLIP_MIN_PEAK else 0
             else:
-                if rl >= CLIP_MIN_RUN:
-                    counts[c, 0] += 1
-                    counts[c, 1] += rl
-                rl = 0
+                if a > mx:
+                    mx = a
+                if a >= full_level or (mx >= CLIP_MIN_PEAK and a >= mx * (1.0 - clip_tol)):
+                    rl += 1
+                else:
+                    if rl >= CLIP_MIN_RUN:
+                        counts[c, 0] += 1
+                        counts[c, 1] += rl
+                    rl = 0
             if a >= loud_level:
                 if first < 0 or i < first:
                     first = i
@@ -1348,7 +1369,7 @@ class SpectrumAccumulator:
 class ClippingSummary(TypedDict):
     """Clipping found by :class:`Analyzer` (``Analysis.clipped_runs``)."""
 
-    runs: int  #: runs of >= 3 consecutive samples at |x| >= 0.9999, per channel, summed
+    runs: int  #: runs of >= 3 samples at full scale or equal to the channel's peak (any level), summed
     samples: int  #: samples inside those runs
 
 
@@ -1560,7 +1581,7 @@ class Analyzer:
         seg = np.zeros(seg_ends.shape[0], dtype=np.float64)
         first, last, cross = _stats_kernel(
             x, seg_ends, seg, self._sums, self._sumsq, self._absmax, self._run_len,
-            self._clip_counts, CLIP_LEVEL, float(db_to_gain(SILENCE_THRESHOLD_DBFS)),
+            self._clip_counts, CLIP_LEVEL, CLIP_REL_TOL, float(db_to_gain(SILENCE_THRESHOLD_DBFS)),
         )  # fmt: skip
         if closed:
             seg[0] += self._open_energy

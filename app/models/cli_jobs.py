@@ -223,11 +223,16 @@ def _print_summary(outputs: dict[str, str], plan: dict[str, Any]) -> None:
               f"{f', {tries} attempts' if tries > 1 else ''}")
         for a in s["attempts"]:
             if a["outcome"] != "passed":
-                why = a["error"] or "; ".join(f"{x['name']}: {x['detail']}" for x in a["gates"] if not x["passed"])
+                why = a["error"] or "; ".join(f"{x['name']}: {x['detail']}" for x in a["gates"]
+                                              if not x["passed"] and not x["skipped"])
                 print(f"    {a['backend']} seed {a['seed']}: {a['outcome']} - {why}")
         for x in s["gates"]:
             mark = "skip" if x["skipped"] else ("ok" if x["passed"] else "FAIL")
             print(f"    [{mark}] {x['name']}: {x['detail']}")
+        if s["name"] == "enhance" and s["metrics"].get("repair_summary"):
+            print(f"    repair: {s['metrics']['repair_summary']}")
+        if s.get("gate_summary"):
+            print(f"    gates: {s['gate_summary']}")
     m = next((s["metrics"] for s in plan["steps"] if s["name"] == "master"), None)
     if m:
         print(f"{outputs['audio']}: {_fmt(m['loudness_lufs'], ' LUFS')} (target {m['target_lufs']:g}), "

@@ -20,9 +20,10 @@ MODELS_HELP = """\
 List the model chain's twelve slots, each backend's status on this machine, how big
 its weights are and where to get them; download or delete weights.
 
-states:  ready | weights_missing (amc models download NAME) | package_missing
-         (pip install '.[models]', or the feature arrives with a later release) |
-         needs_api_key (set the variable named) | unsupported_device | error
+states:  ready | degraded (runs with a weaker fallback, named) |
+         weights_missing (needs download: amc models download NAME) |
+         package_missing (pip install '.[models]') | needs_api_key (set the variable named) |
+         not_available (not in this version yet) | unsupported_device | error
 
 examples:
   amc models

@@ -16,7 +16,7 @@ Thread-safety: pure functions; safe from any thread.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,9 @@ CLAP_MIN_SIMILARITY = 0.2
 class GateResult:
     """One check: ``value`` measured against ``threshold`` (numbers, a range, or None).
 
-    ``skipped`` gates (nothing to measure with) count as passed; ``detail`` says why.
+    A ``skipped`` gate (nothing to measure with) is *not* passed: ``passed`` is False,
+    ``skipped`` True and ``detail`` says why.  It does not fail a step either
+    (:func:`all_passed`), but the summary (:func:`summary`) names it as skipped.
     """
 
     name: str
@@ -92,12 +94,28 @@ def _json_safe(x: Any) -> Any:
 
 
 def all_passed(results: Sequence[GateResult]) -> bool:
-    return all(r.passed for r in results)
+    """No gate that ran failed (skipped gates neither pass nor fail)."""
+    return all(r.passed or r.skipped for r in results)
 
 
 def failures(results: Sequence[GateResult]) -> list[str]:
-    """One line per failed gate."""
-    return [f"{r.name}: {r.detail}" for r in results if not r.passed]
+    """One line per failed gate (skipped ones are not failures)."""
+    return [f"{r.name}: {r.detail}" for r in results if not r.passed and not r.skipped]
+
+
+def summary(results: Sequence[GateResult | Mapping[str, Any]]) -> str:
+    """Which gates ran and how they ended, e.g. ``"duration: passed; ...; prompt adherence:
+    skipped (CLAP weights missing)"``."""
+    parts = []
+    for r in results:
+        d = r.to_dict() if isinstance(r, GateResult) else dict(r)
+        name = str(d["name"]).replace("_", " ")
+        if d.get("skipped"):
+            why = str(d.get("detail", "")).removeprefix("skipped: ").removeprefix("skipped")
+            parts.append(f"{name}: skipped ({why})" if why else f"{name}: skipped")
+        else:
+            parts.append(f"{name}: {'passed' if d['passed'] else 'failed'}")
+    return "; ".join(parts)
 
 
 # --- the gates -----------------------------------------------------------------------------
@@ -106,7 +124,7 @@ def failures(results: Sequence[GateResult]) -> list[str]:
 def duration_gate(a: analysis.Analysis, requested_s: float | None) -> GateResult:
     """Length within ``max(DURATION_TOLERANCE_MIN_S, DURATION_TOLERANCE_FRACTION * requested)``."""
     if requested_s is None:
-        return GateResult("duration", True, a.duration_s, None, "no duration was requested", skipped=True)
+        return GateResult("duration", False, a.duration_s, None, "skipped: no duration was requested", skipped=True)
     tol = max(DURATION_TOLERANCE_MIN_S, DURATION_TOLERANCE_FRACTION * requested_s)
     err = a.duration_s - requested_s
     ok = abs(err) <= tol
@@ -222,7 +240,7 @@ def prompt_adherence_gate(
 ) -> GateResult:
     """Judge a CLAP audio/prompt cosine similarity; ``None`` -> skipped with ``skipped_reason``."""
     if similarity is None:
-        return GateResult("prompt_adherence", True, None, min_similarity,
+        return GateResult("prompt_adherence", False, None, min_similarity,
                           f"skipped: {skipped_reason or 'no CLAP score'}", skipped=True)
     ok = similarity >= min_similarity
     return GateResult("prompt_adherence", ok, float(similarity), min_similarity,

@@ -32,7 +32,6 @@ on the client's reader thread during model steps and on the calling thread other
 from __future__ import annotations
 
 import logging
-import math
 import re
 import secrets
 import shutil
@@ -76,8 +75,6 @@ ENHANCE_LEVELS: dict[str, dict[str, float]] = {
     "aggressive": {"denoise_strength": 1.6, "max_reduction_db": 36.0},
 }
 ENHANCE_STEPS = ("declip", "declick", "denoise", "eq")  # mastering is the engine step after it
-#: ``auto`` on audio: these make it a repair job rather than a plain master.
-AUTO_DC_OFFSET_MAX = 0.01
 #: The musiclm task that scores audio against a prompt (params {"prompt"}; metrics
 #: {"clap_similarity": cosine}); used by the prompt-adherence gate once the backend has it.
 CLAP_TASK = "clap_similarity"
@@ -171,6 +168,8 @@ class Step:
     # figures (after run)
     status: Literal["planned", "done", "failed", "cancelled"] = "planned"
     gates: list[dict[str, Any]] = field(default_factory=list)
+    #: which gates ran and how they ended, skipped ones named as such (see gates.summary)
+    gate_summary: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
@@ -282,27 +281,20 @@ def _master_params(request: Request) -> dict[str, Any]:
 
 
 def _auto_input_choice(path: Path) -> tuple[str, str]:
-    """``(workflow, reason)`` for an input without a target genre, from an engine analysis."""
-    from app.engine import analysis, audio_io
+    """``(workflow, reason)`` for an input without a target genre.
+
+    The ACES repair's own confident detectors decide (clipping at any level, clicks, DC,
+    mains hum, steady noise): a file goes to repair only when the repair would act on it,
+    so a clean release is mastered, never "repaired".
+    """
+    from app.engine import audio_io
+    from app.models.backends import aces
 
     audio, sr = audio_io.read(path)
-    a = analysis.analyze(audio, sr)
-    defects = []
-    if a.clipped_runs["runs"] > 0:
-        defects.append(f"{a.clipped_runs['runs']} clipped runs")
-    if max((abs(d) for d in a.dc_offset), default=0.0) > AUTO_DC_OFFSET_MAX:
-        defects.append("DC offset")
-    floor, median = g.noise_floor_dbfs(audio, sr)
-    gap = median - floor
-    if math.isfinite(floor) and gap >= g.NOISE_FLOOR_MIN_GAP_DB and floor > g.NOISE_FLOOR_MAX_DBFS:
-        defects.append(f"noise floor {floor:.0f} dBFS in the quiet passages")
+    defects = aces.detect(audio, sr)
     if defects:
         return "enhance", "input audio with defects (" + ", ".join(defects) + "): ACES repair, then master"
-    if not math.isfinite(floor) or gap < g.NOISE_FLOOR_MIN_GAP_DB:
-        floor_note = "no quiet passage to judge noise in"
-    else:
-        floor_note = f"noise floor {floor:.0f} dBFS"
-    return "master", f"input audio is clean (no clipping or DC; {floor_note}): master only"
+    return "master", "input audio is clean (no clipping, clicks, DC, hum or steady noise found): master only"
 
 
 class Orchestrator:
@@ -617,6 +609,7 @@ class Orchestrator:
                         log.info("step %s: %s seed %s failed its gates: %s", step.name, cand["backend"], seed, why)
                         continue
                     step.gates = att.gates
+                    step.gate_summary = g.summary(results)
                 att.outcome = "passed"
                 att.elapsed_s = time.perf_counter() - t_att
                 step.status = "done"
@@ -709,6 +702,7 @@ class Orchestrator:
                                  ceiling_dbtp=float(result.plan.limiter.ceiling_dbtp), tolerance_lu=tol,
                                  analysis_result=result.after)
         step.gates = att.gates = [r.to_dict() for r in results]
+        step.gate_summary = g.summary(results)
         rep = result.to_report()
         step.metrics = {
             "loudness_lufs": result.after.integrated_lufs,

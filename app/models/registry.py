@@ -32,8 +32,13 @@ from app.engine.errors import AmcError
 from app.models.backends.base import Backend, BackendStatus, StatusState, WeightsSpec
 
 EXTRA_BACKENDS_ENV = "AMC_EXTRA_BACKENDS"
-SYMBOLIC_ISSUE = "arrives with the symbolic-models issue (PyTorch model, weights bundled)"
-CLOUD_ISSUE = "the HTTP client arrives with the cloud-models issue"
+#: What a musician reads for a slot whose backend is not in this build.
+NOT_IN_BUILD = "not available yet: this version of the app does not include it"
+#: For a cloud slot: the client is missing, so a key alone would change nothing.
+CLOUD_NOT_IN_BUILD = (
+    "not available yet: this version of the app has no client for this service "
+    "(setting an API key will not change that)"
+)
 
 
 class BackendUnavailable(AmcError):
@@ -57,10 +62,10 @@ class PlannedBackend:
     api_key_env: str | None = None
 
     def status(self) -> BackendStatus:
-        if self.api_key_env is not None:
-            if not os.environ.get(self.api_key_env):
-                return BackendStatus("needs_api_key", f"set {self.api_key_env}; {self.detail}")
-            return BackendStatus(self.state, f"API key found in {self.api_key_env}, but {self.detail}")
+        # "needs API key" is said only where a key is all that is missing: a planned
+        # backend lacks its code, so it is "not available yet" with or without a key
+        if self.api_key_env is not None and self.state == "needs_api_key" and not os.environ.get(self.api_key_env):
+            return BackendStatus("needs_api_key", f"needs an API key: set {self.api_key_env}; {self.detail}")
         return BackendStatus(self.state, self.detail)
 
 
@@ -85,7 +90,7 @@ SLOTS: tuple[SlotSpec, ...] = (
     SlotSpec("stable-audio", 2, "Stable Audio", "text -> audio, loops and sound effects",
              ("text_to_audio",),
              (_B + "stable_audio",
-              PlannedBackend("stability-rest", "Stability REST API", "package_missing", CLOUD_ISSUE,
+              PlannedBackend("stability-rest", "Stability REST API", "not_available", CLOUD_NOT_IN_BUILD,
                              api_key_env="AMC_STABILITY_API_KEY"))),
     SlotSpec("musiclm", 3, "MusicLM", "understanding: tempo, key, chords, notes, tags",
              ("analysis",), (_B + "musiclm",)),
@@ -95,26 +100,26 @@ SLOTS: tuple[SlotSpec, ...] = (
              ("style_transfer",), (_B + "jukebox",)),
     SlotSpec("melody-rnn", 6, "Melody RNN", "continue a melody (MIDI)",
              ("midi_continue", "midi_generate"),
-             (PlannedBackend("torch-melody-rnn", "PyTorch Melody RNN", "package_missing", SYMBOLIC_ISSUE),)),
+             (PlannedBackend("torch-melody-rnn", "PyTorch Melody RNN", "not_available", NOT_IN_BUILD),)),
     SlotSpec("music-vae", 7, "Music VAE", "variations and interpolation (MIDI)",
              ("midi_vary", "midi_interpolate"),
-             (PlannedBackend("torch-music-vae", "PyTorch MusicVAE", "package_missing", SYMBOLIC_ISSUE),)),
+             (PlannedBackend("torch-music-vae", "PyTorch MusicVAE", "not_available", NOT_IN_BUILD),)),
     SlotSpec("aces", 8, "ACES", "enhancement: denoise, de-click, EQ/dynamics repair, master",
              ("enhance",), (_B + "aces",)),
     SlotSpec("diff-rhythm", 9, "Diff Rhythm", "rhythm: beats/downbeats, drum patterns, full songs",
              ("rhythm",),
-             (PlannedBackend("rhythm-analysis", "analysis + bundled drum-pattern model", "package_missing",
-                             "arrives with the rhythm-models issue"),)),
+             (PlannedBackend("rhythm-analysis", "analysis + bundled drum-pattern model", "not_available",
+                             NOT_IN_BUILD),)),
     SlotSpec("suni", 10, "Suni", "cloud song generation (Suno-compatible API)",
              ("text_to_audio",),
-             (PlannedBackend("suno-http", "Suno-compatible HTTP API", "package_missing", CLOUD_ISSUE,
+             (PlannedBackend("suno-http", "Suno-compatible HTTP API", "not_available", CLOUD_NOT_IN_BUILD,
                              api_key_env="AMC_SUNO_API_KEY"),)),
     SlotSpec("beethoven-ai", 11, "Beethoven AI", "classical composition, chorale harmonization",
              ("harmonize", "midi_generate"),
-             (PlannedBackend("torch-chorale", "PyTorch chorale model", "package_missing", SYMBOLIC_ISSUE),)),
+             (PlannedBackend("torch-chorale", "PyTorch chorale model", "not_available", NOT_IN_BUILD),)),
     SlotSpec("mureka", 12, "Mureka", "cloud song and instrumental generation",
              ("text_to_audio",),
-             (PlannedBackend("mureka-http", "Mureka HTTP API", "package_missing", CLOUD_ISSUE,
+             (PlannedBackend("mureka-http", "Mureka HTTP API", "not_available", CLOUD_NOT_IN_BUILD,
                              api_key_env="AMC_MUREKA_API_KEY"),)),
 )
 

@@ -1,7 +1,7 @@
 """The model-chain dock: the twelve slots with their status, and the jobs they run.
 
 :class:`ChainPanel` lists every slot (title, role, status colour-coded: green ready,
-amber weights missing / needs an API key, grey package missing, red unsupported device
+amber weights missing / needs an API key, grey package missing / not available yet, red unsupported device
 or an error; the tooltip says what each backend lacks and where to get it), offers
 *Generate…* (the :class:`app.ui.generate_dialog.GenerateDialog`), *Enhance selected
 track* (a request the main window answers with the file) and *Refresh*, and shows the
@@ -60,6 +60,8 @@ STATE_COLORS = {
     "needs_api_key": theme.METER_YELLOW,
     "wrong_task": theme.METER_YELLOW,
     "package_missing": theme.TEXT_DIM,
+    "not_available": theme.TEXT_DIM,
+    "degraded": theme.METER_YELLOW,
     "checking": theme.TEXT_DIM,
     "unsupported_device": theme.METER_RED,
     "error": theme.METER_RED,

@@ -289,14 +289,16 @@ class ModelBridge(QObject):
 # --- how a slot's status reads in the UI (shared by the chain panel and the generate dialog) ---
 
 #: Most useful first: which backend's state stands for a slot that is not ready.
-_STATE_RANK = {"ready": 0, "weights_missing": 1, "needs_api_key": 2, "unsupported_device": 3,
-               "package_missing": 4, "error": 5}
+_STATE_RANK = {"ready": 0, "degraded": 0, "weights_missing": 1, "needs_api_key": 2, "unsupported_device": 3,
+               "package_missing": 4, "not_available": 5, "error": 6}
 STATE_LABELS = {
     "ready": "Ready",
-    "weights_missing": "Weights missing",
+    "degraded": "Ready (degraded)",
+    "weights_missing": "Needs download",
     "needs_api_key": "Needs API key",
     "unsupported_device": "Unsupported device",
     "package_missing": "Package missing",
+    "not_available": "Not available yet",
     "error": "Error",
     "wrong_task": "Cannot do this task",
     "checking": "Checking…",
@@ -323,7 +325,7 @@ def describe_slot(row: dict[str, Any], *, task: str | None = None) -> tuple[str,
 
     ``state`` is a backend state (``ready``, ``weights_missing``...), or ``wrong_task``
     when a backend is ready but none ready accepts ``task``.  The short text fits a table
-    cell ("Weights missing · 2.36 GB"); the tooltip lists every backend with its detail
+    cell ("Needs download · 2.36 GB"); the tooltip lists every backend with its detail
     and what to do about it.
     """
     backends: list[dict[str, Any]] = list(row.get("backends") or [])
@@ -337,9 +339,9 @@ def describe_slot(row: dict[str, Any], *, task: str | None = None) -> tuple[str,
                 w = missing[0]
                 lines.append(f"    get it: amc models download {w['repo_id']}  ({human_bytes(w['size_bytes'])}, "
                              f"license {w['license']}, {w['url']})")
-        if task is not None and b["state"] == "ready" and not _does_task(b, task):
+        if task is not None and b["state"] in ("ready", "degraded") and not _does_task(b, task):
             lines.append(f"    does not do {task} (does {', '.join(b.get('tasks', []))})")
-    ready = [b for b in backends if b["state"] == "ready"]
+    ready = [b for b in backends if b["state"] in ("ready", "degraded")]
     usable = [b for b in ready if _does_task(b, task)]
     if usable:
         return "ready", STATE_LABELS["ready"], "\n".join(lines)
@@ -362,11 +364,11 @@ def slot_reason(row: dict[str, Any], *, task: str | None = None) -> str:
     backends: list[dict[str, Any]] = list(row.get("backends") or [])
     if not backends:
         return "No backend is registered for this slot."
-    usable = [b for b in backends if b["state"] == "ready" and _does_task(b, task)]
+    usable = [b for b in backends if b["state"] in ("ready", "degraded") and _does_task(b, task)]
     if usable:
         b = usable[0]
         return f"Ready: {b.get('detail') or b.get('title') or b['name']}"
-    ready = [b for b in backends if b["state"] == "ready"]
+    ready = [b for b in backends if b["state"] in ("ready", "degraded")]
     if ready:
         b = ready[0]
         return f"{b.get('title') or b['name']} does not do {task} (it does {', '.join(b.get('tasks', []))})."

@@ -539,6 +539,22 @@ def test_clipping_runs_across_blocks() -> None:
     assert result.clipped_runs == {"runs": 4, "samples": 5 + 3 + 4 + 3}
 
 
+@pytest.mark.parametrize("level_dbfs", [-0.0, -3.0, -6.0, -12.0])
+def test_clipping_found_at_any_level(level_dbfs: float) -> None:
+    """A mix clipped below full scale has its plateaus at its own peak: they are counted."""
+    sr = 48_000
+    t = np.arange(sr) / sr
+    x = 0.9 * np.sin(2 * np.pi * 100 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 1.5 * t))
+    level = 10 ** (level_dbfs / 20) * 0.6
+    clipped = np.clip(x, -level, level).astype(np.float32)
+    result = an.analyze(np.stack([clipped, clipped]), sr)
+    expected = int(np.sum(np.abs(clipped) >= np.float32(level) * (1 - 1e-6)))
+    assert result.clipped_runs["runs"] > 50
+    assert result.clipped_runs["samples"] == pytest.approx(2 * expected, rel=0.01)
+    clean = an.analyze(np.stack([x, x]).astype(np.float32), sr)  # the unclipped sine: no runs
+    assert clean.clipped_runs == {"runs": 0, "samples": 0}
+
+
 def test_dc_offset_rms_and_crest() -> None:
     rng = np.random.default_rng(3)
     audio = (rng.standard_normal((2, 48_000)) * 0.01).astype(np.float32)

@@ -27,6 +27,14 @@ def amc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads HF_HUB_OFFLINE once, when first imported: import it under the
+    # real environment and patch its constant here, so neither leaks into later tests
+    try:
+        import huggingface_hub.constants as hf_constants
+    except ImportError:
+        pass
+    else:
+        monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("AMC_EXTRA_BACKENDS", EXTRA)
     monkeypatch.setenv("AMC_DEVICE", "cpu")
     monkeypatch.delenv("AMC_MODELS_PATH", raising=False)
@@ -59,6 +67,19 @@ def test_process_enhance_end_to_end(amc: Path, capsys: pytest.CaptureFixture[str
     assert [(s["name"], s["backend"]) for s in plan["steps"]] == [("enhance", "dsp-enhance"), ("master", "engine")]
     assert "workflow: enhance" in capsys.readouterr().out
     assert hashlib.sha256(src.read_bytes()).hexdigest() == digest
+
+
+def test_process_enhance_leaves_a_clean_song_alone_and_says_why(amc: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests import material
+
+    src = material.program(10.0, 44_100, seed=4, style="ballad")
+    out, report = amc / "clean-enhanced.wav", amc / "run.json"
+    rc = cli.main(["process", str(src), "--operation", "enhance", "-o", str(out), "--report", str(report)])
+    assert rc == 0, capsys.readouterr().err
+    enh = json.loads(report.read_text())["steps"][0]
+    assert enh["metrics"]["repaired"] is False
+    assert enh["metrics"]["clipped_samples_fixed"] == 0 and enh["metrics"]["clicks_fixed"] == 0
+    assert "repair: no repair needed: no clipping found; no clicks found" in capsys.readouterr().out
 
 
 def test_generate_with_a_tiny_backend(amc: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -77,9 +77,10 @@ def noisy_mix(home: Path) -> Path:
     sr = 44_100
     from app.engine.audio_io import resample
 
-    x = resample(synth_music(4.0, 7), 32_000, sr).astype(np.float32)
+    x = resample(synth_music(8.0, 7), 32_000, sr).astype(np.float32)
     x[:, int(1.0 * sr):int(1.6 * sr)] = 0.0  # pauses, where the hiss shows
     x[:, int(3.0 * sr):int(3.6 * sr)] = 0.0
+    x[:, int(6.0 * sr):int(6.6 * sr)] = 0.0
     x = x * 2.5 + 0.02 * rng.standard_normal(x.shape).astype(np.float32)
     return _write(home / "noisy.wav", np.clip(x, -1.0, 1.0), sr)
 
@@ -133,7 +134,7 @@ def test_auto_chooses_from_the_request(orch: Orchestrator, clean_mix: Path, nois
     p = orch.plan(Request(input_path=str(clean_mix), target_genre="jazz"))
     assert p.workflow == "style_transfer" and "target genre" in p.reason
     p = orch.plan(Request(input_path=str(noisy_mix)))
-    assert p.workflow == "enhance" and "clipped" in p.reason and "noise floor" in p.reason
+    assert p.workflow == "enhance" and "clipping at" in p.reason and "steady noise" in p.reason, p.reason
     p = orch.plan(Request(input_path=str(clean_mix)))
     assert p.workflow == "master" and [s.name for s in p.steps] == ["master"]
 
@@ -175,7 +176,8 @@ def test_generate_falls_back_retries_seeds_and_masters_on_target(orch: Orchestra
     failed = {x["name"] for x in gen["attempts"][1]["gates"] if not x["passed"]}
     assert "silence" in failed
     assert gen["backend"] == "tiny-gen" and gen["metrics"]["chosen"]["seed"] == 11
-    assert all(x["passed"] for x in gen["gates"])
+    assert all(x["passed"] or x["skipped"] for x in gen["gates"])
+    assert {x["name"] for x in gen["gates"] if x["skipped"]} == {"prompt_adherence"}  # no CLAP here
     assert plan["status"] == "done" and gen["status"] == master["status"] == "done"
     assert gen["elapsed_s"] > 0 and master["elapsed_s"] > 0
     # the master: on target (measured here, independently of the engine's report)
@@ -206,7 +208,7 @@ def test_enhance_with_the_real_aces_backend(orch: Orchestrator, noisy_mix: Path,
     res = orch.run(Request(workflow="enhance", input_path=str(noisy_mix), output_path=str(out), target="apple"))
     enh, master = res.plan["steps"]
     assert enh["backend"] == "dsp-enhance" and enh["status"] == "done"
-    assert enh["metrics"]["noise_floor_after_db"] < enh["metrics"]["noise_floor_before_db"]
+    assert enh["metrics"]["noise_floor_after_dbfs"] < enh["metrics"]["noise_floor_before_dbfs"] - 6
     assert enh["metrics"]["clipped_samples_fixed"] > 0
     assert abs(_lufs(out) + 16.0) <= LOUDNESS_TOLERANCE_LU
     assert master["metrics"]["target_lufs"] == -16.0 and master["metrics"]["within_spec"]
@@ -282,8 +284,12 @@ def test_prompt_adherence_gate_is_skipped_without_clap_weights_and_acts_on_a_sco
 ) -> None:
     req = Request(prompt="warm piano", duration_s=1.0, seed=11, backend="tiny-gen", master=False,
                   output_path=str(tmp_path / "a.wav"))
-    gate = {x["name"]: x for x in orch.run(req).plan["steps"][0]["gates"]}["prompt_adherence"]
-    assert gate["skipped"] and gate["detail"] == "skipped: CLAP weights missing" and gate["value"] is None
+    step = orch.run(req).plan["steps"][0]
+    gate = {x["name"]: x for x in step["gates"]}["prompt_adherence"]
+    assert gate["skipped"] and not gate["passed"]
+    assert gate["detail"] == "skipped: CLAP weights missing" and gate["value"] is None
+    assert "prompt adherence: skipped (CLAP weights missing)" in step["gate_summary"]
+    assert "duration: passed" in step["gate_summary"]
     clap = home / "models" / "laion" / "clap-htsat-unfused"
     clap.mkdir(parents=True)
     (clap / "config.json").write_text("{}")  # "present" to the weights manager; only the test double reads it

@@ -32,29 +32,41 @@ def test_slot_status_lists_every_slot_and_never_claims_ready_for_planned(amc_env
     rows = registry.slot_status(device="cpu")
     assert [r["slot"] for r in rows] == TWELVE
     by_slot = {r["slot"]: r for r in rows}
-    for key in ("melody-rnn", "music-vae", "beethoven-ai"):
+    for key in ("melody-rnn", "music-vae", "beethoven-ai", "diff-rhythm"):
         (b,) = by_slot[key]["backends"]
-        assert b["state"] == "package_missing" and "symbolic-models issue" in b["detail"]
+        assert b["state"] == "not_available" and b["detail"].startswith("not available yet")
         assert by_slot[key]["ready"] is False
     for key, env in (("suni", "AMC_SUNO_API_KEY"), ("mureka", "AMC_MUREKA_API_KEY")):
-        (b,) = by_slot[key]["backends"]
-        assert b["state"] == "needs_api_key" and f"set {env}" in b["detail"]
+        # no client in this build: a key is not all that is missing, so never "needs API key"
+        for with_key in (False, True):
+            if with_key:
+                monkeypatch.setenv(env, "k")
+            else:
+                monkeypatch.delenv(env, raising=False)
+            (b,) = registry.slot_status(device="cpu", slots=[key])[0]["backends"]
+            assert b["state"] == "not_available" and "API key will not change that" in b["detail"]
     rest = [b for b in by_slot["stable-audio"]["backends"] if b["name"] == "stability-rest"]
-    assert rest and rest[0]["state"] == "needs_api_key"
+    assert rest and rest[0]["state"] == "not_available"
+    internal = ("issue", "arrives with", "symbolic-models", "cloud-models")
     for row in rows:
         for b in row["backends"]:
-            assert b["state"] in ("ready", "weights_missing", "package_missing", "needs_api_key",
-                                  "unsupported_device", "error")
-            assert b["detail"]
+            assert b["state"] in ("ready", "degraded", "weights_missing", "package_missing", "needs_api_key",
+                                  "not_available", "unsupported_device", "error")
+            assert b["detail"] and not any(w in b["detail"] for w in internal), b["detail"]
+            if b["state"] == "weights_missing":
+                assert b["detail"].startswith("needs download") and "amc models download" in b["detail"]
 
 
 def test_cloud_key_present_is_still_not_ready(amc_env: Path, monkeypatch) -> None:
     monkeypatch.setenv("AMC_SUNO_API_KEY", "k")
     (row,) = registry.slot_status(slots=["suni"])
     (b,) = row["backends"]
-    assert b["state"] == "package_missing" and "API key found in AMC_SUNO_API_KEY" in b["detail"]
-    planned = PlannedBackend("x", "X", "package_missing", "later")
-    assert planned.status() == BackendStatus("package_missing", "later")
+    assert b["state"] == "not_available" and "API key will not change that" in b["detail"]
+    planned = PlannedBackend("x", "X", "not_available", "not available yet")
+    assert planned.status() == BackendStatus("not_available", "not available yet")
+    keyed = PlannedBackend("y", "Y", "needs_api_key", "a client that runs", api_key_env="AMC_Y_KEY")
+    monkeypatch.delenv("AMC_Y_KEY", raising=False)
+    assert keyed.status().state == "needs_api_key" and "set AMC_Y_KEY" in keyed.status().detail
 
 
 def test_extra_and_broken_backends_are_reported_not_raised(amc_env: Path, monkeypatch) -> None:

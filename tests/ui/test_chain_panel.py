@@ -87,17 +87,18 @@ def test_the_twelve_slots_are_listed_with_their_real_status(qtbot, panel: ChainP
         for backend in expected[r]["backends"]:  # every backend and what it lacks is in the tooltip
             assert backend["detail"] in tip
     # states that do not depend on what this machine has downloaded
-    assert panel.slot_state("melody-rnn") == "package_missing"
-    assert panel.slot_row_text(5)[3] == "Package missing"
-    assert panel.slot_state("suni") == "needs_api_key" and "AMC_SUNO_API_KEY" in panel.slot_table.item(9, 3).toolTip()
+    assert panel.slot_state("melody-rnn") == "not_available"
+    assert panel.slot_row_text(5)[3] == "Not available yet"
+    assert panel.slot_state("suni") == "not_available"  # no client in this build: a key changes nothing
+    assert "API key will not change that" in panel.slot_table.item(9, 3).toolTip()
     assert panel.slot_state("aces") == "ready"  # DSP enhancement needs no weights
     assert panel.slot_table.item(7, 3).foreground().color().name() == theme.METER_GREEN
     assert panel.slot_state("test") == "ready"
     assert panel.slot_state("test-weights") == "weights_missing"
-    assert panel.slot_row_text(13)[3] == "Weights missing · 300.01 kB"
+    assert panel.slot_row_text(13)[3] == "Needs download · 300.01 kB"
     assert "amc models download amc-test/tiny-weights" in panel.slot_table.item(13, 3).toolTip()
     if panel.slot_state("musicgen") == "weights_missing":
-        assert panel.slot_row_text(0)[3] == "Weights missing · 2.36 GB"
+        assert panel.slot_row_text(0)[3] == "Needs download · 2.36 GB"
         assert "https://huggingface.co/facebook/musicgen-small" in panel.slot_table.item(0, 3).toolTip()
     assert panel.enhance_button.isEnabled()
     with qtbot.waitSignal(panel.enhance_requested, timeout=1_000):
@@ -261,7 +262,7 @@ def test_generate_dialog_lists_text_to_audio_slots_and_disables_what_cannot_run(
         ready = describe_slot(row, task="text_to_audio")[0] == "ready"
         assert model.item(i).isEnabled() == ready == dlg.slot_enabled(key), key
         assert model.item(i).toolTip().startswith(row["title"])
-    assert not dlg.slot_enabled("suni") and "Needs API key" in model.item(TEXT_TO_AUDIO_SLOTS.index("suni")).text()
+    assert not dlg.slot_enabled("suni") and "Not available yet" in model.item(TEXT_TO_AUDIO_SLOTS.index("suni")).text()
     if not any(dlg.slot_enabled(k) for k in TEXT_TO_AUDIO_SLOTS):
         dlg.prompt_edit.setPlainText("warm piano")
         assert not dlg.ok_button.isEnabled()

@@ -111,7 +111,7 @@ def test_slot_status_is_computed_off_the_ui_thread(qtbot, bridge: ModelBridge) -
     tiny = rows[12]["backends"][0]
     assert tiny["state"] == "ready" and tiny["tasks"] == ["cache", "crash", "fail", "log", "noop", "steps"]
     planned = next(r for r in rows if r["slot"] == "melody-rnn")["backends"][0]
-    assert planned["tasks"] == [] and planned["state"] == "package_missing"
+    assert planned["tasks"] == [] and planned["state"] == "not_available"
     assert bridge.client is None  # a status check starts no worker
 
 
@@ -123,7 +123,7 @@ def test_describe_slot_says_what_is_missing() -> None:
                       "url": "https://example.org/m", "present": False}], "tasks": ["text_to_audio"]},
     ]}
     state, text, tip = describe_slot(row)
-    assert (state, text) == ("weights_missing", "Weights missing · 1.50 GB")
+    assert (state, text) == ("weights_missing", "Needs download · 1.50 GB")
     assert "set AMC_X_KEY" in tip and "amc models download org/model" in tip
     assert slot_reason(row).endswith("Get it with “amc models download org/model”.")
     row["backends"][1]["state"] = "ready"

@@ -92,8 +92,9 @@ def weights_status(
         if find_weights(spec) is None:
             return BackendStatus(
                 "weights_missing",
-                f"{backend.title} needs {spec.repo_id} (about {spec.size_bytes / 1e9:.2f} GB, "
-                f"license {spec.license}) from {spec.url}",
+                f"needs download: {backend.title} needs {spec.repo_id} (about "
+                f"{spec.size_bytes / 1e9:.2f} GB, licence {spec.license}); run "
+                f"`amc models download {spec.repo_id}` or use the model manager ({spec.url})",
                 spec,
             )
     return BackendStatus(

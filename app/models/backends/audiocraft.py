@@ -206,8 +206,8 @@ class TransformersAudioCraft(Backend):
             spec = MUSICGEN_MELODY
             return BackendStatus(
                 "weights_missing",
-                f"{self.title} needs {spec.repo_id} (about {spec.size_bytes / 1e9:.2f} GB, license {spec.license}) "
-                f"from {spec.url}; {ENCODEC_32K.repo_id} ({ENCODEC_32K.size_bytes / 1e6:.0f} MB) enables the codec "
+                f"needs download: {self.title} needs {spec.repo_id} (about {spec.size_bytes / 1e9:.2f} GB, "
+                f"licence {spec.license}); run `amc models download {spec.repo_id}` ({spec.url}); {ENCODEC_32K.repo_id} ({ENCODEC_32K.size_bytes / 1e6:.0f} MB) enables the codec "
                 f"and a MusicGen checkpoint enables extend/regenerate. Runs {AUDIOCRAFT_NOTE}.",
                 spec,
             )

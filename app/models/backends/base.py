@@ -37,7 +37,9 @@ StatusState = Literal[
     "ready",
     "weights_missing",
     "package_missing",
-    "needs_api_key",
+    "needs_api_key",  # only where a key is all that is missing
+    "not_available",  # no backend for this on this build ("not available yet")
+    "degraded",  # runs, with a weaker fallback; the detail says which
     "unsupported_device",
     "error",  # the backend module failed to import or its status check raised (a bug)
 ]
@@ -74,7 +76,8 @@ class BackendStatus:
 
     @property
     def ready(self) -> bool:
-        return self.state == "ready"
+        """It runs: ``ready``, or ``degraded`` (a weaker fallback the detail names)."""
+        return self.state in ("ready", "degraded")
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"state": self.state, "detail": self.detail}

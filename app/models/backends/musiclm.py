@@ -346,7 +346,8 @@ class MusicUnderstanding(Backend):
         missing = c.missing_packages(self)
         if missing:
             return c.weights_status(self, find_weights)  # package_missing
-        notes = NOTES_BASIC_PITCH if _basic_pitch_usable() else NOTES_DSP
+        basic_pitch = _basic_pitch_usable()
+        notes = NOTES_BASIC_PITCH if basic_pitch else NOTES_DSP
         have_clap = (
             find_weights(CLAP) is not None
             and package_available("transformers")
@@ -358,6 +359,15 @@ class MusicUnderstanding(Backend):
             else f"tags off: {CLAP.repo_id} not installed (about {CLAP.size_bytes / 1e6:.0f} MB from {CLAP.url}),"
             f" {CLAP_TASK} too"
         )
+        if not basic_pitch:
+            # runs, but note transcription falls back to pYIN: say so (degraded), not silently
+            return BackendStatus(
+                "degraded",
+                f"degraded: note transcription uses the pYIN fallback, monophonic and about 10x "
+                f"slower (install basic-pitch: scripts/setup.sh, or pip install basic-pitch==0.4.0 "
+                f"--no-deps); tempo, beats, key, chords, loudness ready; {tags}",
+                CLAP,
+            )
         return BackendStatus(
             "ready", f"tempo, beats, key, chords, loudness ready; notes: {notes}; {tags}", CLAP
         )

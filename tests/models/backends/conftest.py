@@ -1,4 +1,8 @@
-"""Fixtures for the backend tests: tiny checkpoint folders (built once per session), job contexts, audio."""
+"""Fixtures for the backend tests: tiny checkpoint folders (built once per session), job contexts, audio.
+
+Only the fixtures that build checkpoints need torch/transformers and skip without them:
+the DSP (ACES) and ONNX (Basic Pitch / pYIN) backends are tested on any install.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +16,15 @@ import pytest
 import soundfile as sf
 
 from app.models.backends.base import Cancelled, JobContext, WeightsSpec
-from tests.models.backends import tiny_models
-
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="session")
 def models_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An AMC_HOME whose ``models/`` holds tiny stand-ins under the real repo ids."""
+    """An AMC_HOME whose ``models/`` holds tiny stand-ins under the real repo ids (needs transformers)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tests.models.backends import tiny_models
+
     home = tmp_path_factory.mktemp("amc_home")
     models = home / "models"
     for repo in ("facebook/musicgen-small",):
@@ -63,8 +67,14 @@ class Recorder:
 
 @pytest.fixture
 def make_ctx(
-    tmp_path: Path, find_weights: Callable[[WeightsSpec], Path | None]
+    tmp_path: Path, request: pytest.FixtureRequest
 ) -> Callable[..., tuple[JobContext, Recorder]]:
+    def find_weights(spec: WeightsSpec) -> Path | None:
+        # resolved on first use: a backend that never looks for weights (ACES) needs no tiny
+        # checkpoints, hence no transformers
+        finder: Callable[[WeightsSpec], Path | None] = request.getfixturevalue("find_weights")
+        return finder(spec)
+
     def make(
         *, cancel_at: float | None = None, seed: int | None = 1234
     ) -> tuple[JobContext, Recorder]:

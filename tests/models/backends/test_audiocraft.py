@@ -16,6 +16,8 @@ from app.models.backends.base import Cancelled
 from tests.models.backends import tiny_models
 from tests.models.backends.conftest import tone_wav
 
+pytest.importorskip("transformers")  # tiny checkpoints are built with it
+
 SR = tiny_models.TINY_SAMPLE_RATE
 
 

@@ -16,6 +16,8 @@ from app.models.backends.stable_audio import DiffusersStableAudio
 from tests.models.backends import tiny_models
 from tests.models.backends.conftest import tone_wav
 
+pytest.importorskip("transformers")  # tiny checkpoints are built with it
+
 
 def _none(spec: object) -> None:
     return None

@@ -14,6 +14,8 @@ from app.models.client import JobFailed, ModelClient
 from app.models.protocol import Job, Progress
 from tests.models.backends.conftest import tone_wav
 
+pytest.importorskip("transformers")  # tiny checkpoints are built with it
+
 
 @pytest.fixture(scope="module")
 def real_client(
