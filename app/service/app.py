@@ -13,23 +13,18 @@ import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.service import API_PREFIX, SERVICE_VERSION, db, errors
 from app.service.blobs import sweep_unreferenced
 from app.service.jobs import JobRunner, LocalJobRunner, ModelChain, expire_job_files, recover
+from app.service.limits import BodyLimit
 from app.service.routers import auth, health, jobs, music, sync, usage
 from app.service.settings import Settings
 from app.service.storage import make_storage
 
 log = logging.getLogger("app.service")
-
-#: Requests whose body may be large; everything else is capped at SMALL_BODY_BYTES.
-_UPLOAD_PATHS = (f"{API_PREFIX}/music/process-file", f"{API_PREFIX}/sync/blobs/")
-SMALL_BODY_BYTES = 9 << 20  # project.json revisions (8 MB) + slack
-_MULTIPART_SLACK = 64 * 1024
 
 
 def make_runner(settings: Settings, app: FastAPI) -> JobRunner:
@@ -171,27 +166,6 @@ def _install_metrics(app: FastAPI) -> None:
 
 
 # Plain ASGI middleware (not @app.middleware("http")): no per-request task and stream copy.
-class BodyLimit:
-    """Refuse by the declared length before reading a byte (a chunked body is counted while it
-    is read, in the endpoint)."""
-
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app, self.settings = app, settings
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit():
-                upload = scope["path"].startswith(_UPLOAD_PATHS)
-                limit = self.settings.max_upload_bytes + _MULTIPART_SLACK if upload else SMALL_BODY_BYTES
-                if int(length) > limit:
-                    response = JSONResponse({"detail": f"the request body is larger than {limit} bytes",
-                                             "code": "payload_too_large"}, status_code=413)  # fmt: skip
-                    await response(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
-
-
 class Metrics:
     def __init__(self, app: ASGIApp, requests: Counter, latency: Histogram, in_flight: Gauge) -> None:
         self.app, self.requests, self.latency, self.in_flight = app, requests, latency, in_flight

@@ -82,7 +82,7 @@ T = TypeVar("T")
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
-def _credential(request: Request) -> str | None:
+def credential_of(request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
@@ -118,7 +118,12 @@ def user_for_credential(conn: Connection, settings: Settings, credential: str) -
     return user if user.is_active else None
 
 
-def _lookup(request: Request, settings: Settings, credential: str) -> User | None:
+def lookup_user(request: Request, settings: Settings, credential: str) -> User | None:
+    """The user of ``credential``; the one :class:`~app.service.limits.BodyLimit` found for
+    this request when it checked the credential before the body was read."""
+    found = request.scope.get("state", {}).get("amc_user")
+    if found is not None:
+        return found  # type: ignore[no-any-return]
     # A short read of its own: on SQLite a read-only connection that takes no lock, so the
     # request's SessionDep transaction (the write lock) starts only when the endpoint writes.
     with request.app.state.read_engine.connect() as conn:
@@ -137,7 +142,7 @@ async def in_db_thread(request: Request, fn: Callable[..., T], *args: Any) -> T:
 
 
 def _credential_or_401(request: Request) -> str:
-    credential = _credential(request)
+    credential = credential_of(request)
     if not credential:
         raise ApiError(401, "not_authenticated", "sign in: send 'Authorization: Bearer <token>'",
                        headers=_UNAUTHORIZED)  # fmt: skip
@@ -153,12 +158,12 @@ def _user_or_401(user: User | None) -> User:
 
 async def get_current_user(request: Request, settings: SettingsDep) -> User:
     credential = _credential_or_401(request)
-    return _user_or_401(await in_db_thread(request, _lookup, request, settings, credential))
+    return _user_or_401(await in_db_thread(request, lookup_user, request, settings, credential))
 
 
 async def get_optional_user(request: Request, settings: SettingsDep) -> User | None:
-    credential = _credential(request)
-    return await in_db_thread(request, _lookup, request, settings, credential) if credential else None
+    credential = credential_of(request)
+    return await in_db_thread(request, lookup_user, request, settings, credential) if credential else None
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -195,7 +200,7 @@ def authenticate_and_count(session: Session, request: Request, settings: Setting
 
 def authenticated(request: Request, settings: Settings) -> User:
     """The request's user, looked up in this (worker) thread; 401 without a valid credential."""
-    return _user_or_401(_lookup(request, settings, _credential_or_401(request)))
+    return _user_or_401(lookup_user(request, settings, _credential_or_401(request)))
 
 
 def refuse_if_limited(user: User, decision: quota.QuotaDecision) -> None:
