@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 import anyio.to_thread
@@ -16,10 +19,19 @@ from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.service import API_PREFIX, SERVICE_VERSION, db, errors
+from app.service import API_PREFIX, SERVICE_VERSION, db, errors, owner, redact, scratch
 from app.service.blobs import sweep_unreferenced
-from app.service.jobs import JobRunner, LocalJobRunner, ModelChain, expire_job_files, recover
+from app.service.headers import SecurityHeaders
+from app.service.jobs import (
+    JobRunner,
+    LocalJobRunner,
+    ModelChain,
+    expire_job_files,
+    job_budget,
+    recover,
+)
 from app.service.limits import BodyLimit
+from app.service.orphans import sweep_storage
 from app.service.routers import auth, health, jobs, music, sync, usage
 from app.service.settings import Settings
 from app.service.storage import make_storage
@@ -39,9 +51,11 @@ def make_runner(settings: Settings, app: FastAPI) -> JobRunner:
     # for the Studio) when a job first needs it.
     return LocalJobRunner(app.state.sessionmaker, app.state.storage, settings.job_workers,
                           ModelChain(device=settings.model_device or None),
-                          preload=settings.mode == "remote")  # fmt: skip
+                          preload=settings.mode == "remote", budget=job_budget(settings))  # fmt: skip
 
 
+#: A stored file no row names is taken for an orphan at this age (a write in flight is younger).
+ORPHAN_GRACE_S = 3600.0
 #: How often the housekeeping runs (the first time a minute after start).
 SWEEP_EVERY_S = 3600.0
 _FIRST_SWEEP_S = 60.0
@@ -60,6 +74,11 @@ def _housekeeping(app: FastAPI) -> None:
         except Exception:
             log.warning("the job files sweep failed", exc_info=True)
     try:
+        scratch.sweep()
+        sweep_storage(factory, storage, min_age_s=ORPHAN_GRACE_S)
+    except Exception:
+        log.warning("the scratch and storage sweep failed", exc_info=True)
+    try:
         n, size = sweep_unreferenced(factory, storage)
         if n:
             log.info("freed %d sync blobs (%d bytes) that no revision names", n, size)
@@ -74,29 +93,58 @@ async def _sweep(app: FastAPI) -> None:
         await asyncio.sleep(SWEEP_EVERY_S)
 
 
+def private_files(settings: Settings) -> None:
+    """Files this process creates are the user's alone (0600, folders 0700), and so are the
+    SQLite database and the storage folder already there (a 0700 folder closes what is in
+    it, whatever older files' own modes)."""
+    os.umask(0o077)
+    paths: list[Path] = []
+    if settings.storage_provider == "local":
+        paths.append(settings.storage_dir)
+    if settings.database_url.startswith("sqlite:///") and settings.database_url != "sqlite:///:memory:":
+        db_file = Path(settings.database_url.removeprefix("sqlite:///"))
+        paths += [db_file, db_file.with_name(db_file.name + "-wal"), db_file.with_name(db_file.name + "-shm")]
+    for p in paths:
+        with contextlib.suppress(OSError):
+            p.chmod(0o700 if p.is_dir() else 0o600)
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.auto_migrate:
-            db.upgrade(settings.database_url)
-        app.state.db_limiter = anyio.CapacityLimiter(settings.db_threads)
-        app.state.runner = make_runner(settings, app)
-        # With Celery the broker keeps the queue (and redelivers a dead worker's task).
-        resumed = recover(app.state.sessionmaker, app.state.runner) if settings.job_backend == "local" else []
-        log.info("account service %s started: mode=%s db=%s storage=%s resumed_jobs=%d",
-                 SERVICE_VERSION, settings.mode, app.state.engine.url.get_backend_name(),
-                 settings.storage_provider, len(resumed))  # fmt: skip
-        # What start-up loaded lives as long as the service: moved out of the collector's
-        # sight, a full collection walks only what requests leave behind (a 60-100 ms pause
-        # in the middle of serving, before).
-        gc.collect()
-        gc.freeze()
-        sweeper = asyncio.create_task(_sweep(app))
+        redact.install()  # uvicorn has configured its loggers by now
+        private_files(settings)
+        # Before anything touches the data: a second service on the same folder stops here.
+        ownership = owner.take(settings, app.state.engine)
         try:
-            yield
+            if settings.auto_migrate:
+                db.upgrade(settings.database_url)
+            # What processes killed here before left: scratch folders (any process's, once it
+            # is gone), and in storage, partial writes and files no row names (all of them
+            # when this process alone writes the folder, else those over an hour old).
+            scratch.sweep()
+            sweep_storage(app.state.sessionmaker, app.state.storage,
+                          min_age_s=0.0 if ownership.exclusive else ORPHAN_GRACE_S)  # fmt: skip
+            app.state.db_limiter = anyio.CapacityLimiter(settings.db_threads)
+            app.state.runner = make_runner(settings, app)
+            # With Celery the broker keeps the queue (and redelivers a dead worker's task).
+            resumed = recover(app.state.sessionmaker, app.state.runner) if settings.job_backend == "local" else []
+            log.info("account service %s started: mode=%s db=%s storage=%s resumed_jobs=%d",
+                     SERVICE_VERSION, settings.mode, app.state.engine.url.get_backend_name(),
+                     settings.storage_provider, len(resumed))  # fmt: skip
+            # What start-up loaded lives as long as the service: moved out of the collector's
+            # sight, a full collection walks only what requests leave behind (a 60-100 ms pause
+            # in the middle of serving, before).
+            gc.collect()
+            gc.freeze()
+            sweeper = asyncio.create_task(_sweep(app))
+            try:
+                yield
+            finally:
+                sweeper.cancel()
+                app.state.runner.shutdown()
         finally:
-            sweeper.cancel()
-            app.state.runner.shutdown()
+            ownership.release()
             app.state.engine.dispose()
             app.state.read_engine.dispose()
 
@@ -110,6 +158,7 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=f"{API_PREFIX}/openapi.json",
     )
     app.state.settings = settings
+    redact.install()
     app.state.engine = db.make_engine(settings.database_url)
     app.state.sessionmaker = db.make_sessionmaker(app.state.engine)
     # For reads that write nothing (the token check of every request): see db.py.
@@ -120,6 +169,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
 
     app.add_middleware(BodyLimit, settings=settings)
+    app.add_middleware(SecurityHeaders)
 
     if settings.cors_origins:  # closed unless origins are listed
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),

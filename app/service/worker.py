@@ -19,7 +19,7 @@ from celery import Celery
 from celery.signals import worker_process_shutdown
 
 from app.service import db
-from app.service.jobs import ModelChain, run_job
+from app.service.jobs import ModelChain, job_budget, run_job
 from app.service.settings import Settings
 from app.service.storage import make_storage
 
@@ -77,8 +77,8 @@ def _close_chain(**_: object) -> None:
 
 
 def _run(job_id: str) -> str:
-    _settings, factory, storage, chain = _worker_state()
-    return run_job(job_id, factory, storage, chain)  # type: ignore[arg-type]
+    settings, factory, storage, chain = _worker_state()
+    return run_job(job_id, factory, storage, chain, job_budget(settings))  # type: ignore[arg-type]
 
 
 class CeleryJobRunner:

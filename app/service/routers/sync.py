@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
+from app.service import scratch
 from app.service.blobs import blob_key, free_unreferenced, lock_blobs, media_of
 from app.service.deps import (
     CommittingRoute,
@@ -95,7 +95,7 @@ async def put_blob(sha256: str, request: Request, user: CurrentUser, settings: S
         return Response(status_code=200)
     limit = settings.tier_storage_bytes.get(user.tier, 0)
     digest, size = hashlib.sha256(), 0
-    with tempfile.TemporaryDirectory(prefix="amc-blob-") as tmp:
+    with scratch.temp_dir("blob") as tmp:
         path = Path(tmp) / "blob"
         with path.open("wb") as f:
             async for chunk in request.stream():
