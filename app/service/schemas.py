@@ -56,6 +56,8 @@ class TokenPair(BaseModel):
 class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650,
+                                        description="the key stops working this many days from now; omit: never")  # fmt: skip
 
 
 class ApiKeyPublic(BaseModel):
@@ -65,6 +67,7 @@ class ApiKeyPublic(BaseModel):
     created_at: datetime
     last_used_at: datetime | None
     revoked: bool
+    expires_at: datetime | None = None
 
 
 class ApiKeyCreated(ApiKeyPublic):
@@ -76,7 +79,7 @@ class GenerateRequest(BaseModel):
     prompt: str = Field(min_length=1, max_length=2000, examples=["Create upbeat jazz music with saxophone"])
     genre: str | None = Field(default=None, max_length=64, examples=["jazz"])
     mood: str | None = Field(default=None, max_length=64, examples=["upbeat"])
-    duration: float = Field(default=30, gt=0, le=600, description="seconds", examples=[60])
+    duration: float = Field(default=30, ge=1, le=600, description="seconds", examples=[60])
     style: str = Field(default="balanced", max_length=32, examples=["professional"])
 
 
