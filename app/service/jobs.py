@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import socket
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -49,6 +52,10 @@ MODEL_WORKFLOWS: dict[str, str] = {"generate": "generate", "enhance": "enhance",
 OPERATIONS = (*ENGINE_OPERATIONS, *MODEL_WORKFLOWS)
 MODEL_WORKER_UNAVAILABLE = "model worker not available: {what} needs the model chain's worker: {why}"
 MAX_ATTEMPTS = 3
+#: This process, as a job's lease holder: host, pid and a random part (a pid is reused).
+INSTANCE_ID = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+#: A running job's lease (``JobBudget.lease_s``) is renewed by its runner every quarter of
+#: it; a job whose lease ran out has lost its runner (killed, or its machine gone).
 _PROGRESS_WRITE_S = 0.25
 #: How long a job waits for the model worker to start (importing torch on a cold disk is slow).
 WORKER_START_TIMEOUT_S = 180.0
@@ -72,10 +79,12 @@ class JobBudget:
 
     scratch_bytes: int = 4 << 30
     time_limit_s: float = 1800.0
+    lease_s: float = 60.0  # the running job's lease (renewed every quarter of it)
 
 
 def job_budget(settings: Settings) -> JobBudget:
-    return JobBudget(scratch_bytes=settings.job_scratch_bytes, time_limit_s=settings.job_time_limit_s)
+    return JobBudget(scratch_bytes=settings.job_scratch_bytes, time_limit_s=settings.job_time_limit_s,
+                     lease_s=settings.job_lease_s)  # fmt: skip
 
 
 #: How often a running job's scratch folder is measured.
@@ -167,6 +176,8 @@ def _set(factory: sessionmaker[Session], job_id: str, **values: Any) -> Job | No
             return None
         for k, v in values.items():
             setattr(job, k, v)
+        if job.status in TERMINAL:
+            job.lease_owner, job.lease_expires_at = None, None
         job.updated_at = utcnow()
         return job
 
@@ -180,15 +191,56 @@ def run_job(job_id: str, factory: sessionmaker[Session], storage: Storage, chain
     Returns ``"interrupted"`` (the job left ``running``) when the chain shut down under it.
     """
     with factory() as s, s.begin():
-        job = s.get(Job, job_id)
+        job = s.get(Job, job_id, with_for_update=True)
         if job is None or job.status in TERMINAL:
             return job.status if job else "missing"
+        now = utcnow()
+        lease = job.lease_expires_at
+        if job.status == "running" and job.lease_owner not in (None, INSTANCE_ID) and lease is not None and lease > now:
+            # Another live process runs it (a task delivered twice): never run a job twice at once.
+            return "leased"
         if job.cancel_requested:
-            job.status, job.message, job.updated_at = "cancelled", "cancelled before start", utcnow()
+            job.status, job.message, job.updated_at = "cancelled", "cancelled before start", now
             return "cancelled"
-        job.status, job.attempts, job.updated_at = "running", job.attempts + 1, utcnow()
+        job.status, job.attempts, job.updated_at = "running", job.attempts + 1, now
+        lease_s = (budget or JobBudget()).lease_s
+        job.lease_owner, job.lease_expires_at = INSTANCE_ID, now + timedelta(seconds=lease_s)
         job.message = "starting"
         params, operation, input_key = json.loads(job.params), job.operation, job.input_key
+    with _Heartbeat(job_id, factory, lease_s):
+        return _run_claimed(job_id, operation, params, input_key, factory, storage, chain, budget)
+
+
+class _Heartbeat:
+    """Renews the job's lease every quarter of its length while this process runs it."""
+
+    def __init__(self, job_id: str, factory: sessionmaker[Session], lease_s: float) -> None:
+        self.job_id, self.factory, self.lease_s = job_id, factory, lease_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"amc-lease-{job_id[:8]}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.lease_s / 4):
+            try:
+                with self.factory() as s, s.begin():
+                    s.execute(update(Job).where(Job.id == self.job_id, Job.lease_owner == INSTANCE_ID,
+                                                Job.status == "running")
+                              .values(lease_expires_at=utcnow() + timedelta(seconds=self.lease_s)))  # fmt: skip
+            except Exception:  # a database blip: the next beat retries, well within the lease
+                log.warning("job %s: lease renewal failed", self.job_id, exc_info=True)
+
+
+def _run_claimed(job_id: str, operation: str, params: dict[str, Any], input_key: str | None,
+                 factory: sessionmaker[Session], storage: Storage, chain: ModelChain | None,
+                 budget: JobBudget | None) -> str:  # fmt: skip
     if operation in MODEL_WORKFLOWS:
         if chain is None:
             _set(factory, job_id, status="failed", error_code="model_worker_unavailable", message="failed",
@@ -523,7 +575,9 @@ def expire_job_files(factory: sessionmaker[Session], storage: Storage, days: flo
 
 def recover(factory: sessionmaker[Session], runner: JobRunner) -> list[str]:
     """At start: jobs a previous process left queued or running are queued again (a running
-    one counts as a failed attempt; after MAX_ATTEMPTS it is failed for good)."""
+    one counts as a failed attempt; after MAX_ATTEMPTS it is failed for good). Called only
+    by the process that owns the data (``owner.take``): whoever ran them is gone, whatever
+    their leases say."""
     resubmit: list[str] = []
     with factory() as s, s.begin():
         for job in s.scalars(select(Job).where(Job.status.in_(("queued", "running")))):
@@ -537,6 +591,7 @@ def recover(factory: sessionmaker[Session], runner: JobRunner) -> list[str]:
                     job.message = "interrupted by a service restart; retrying"
                 job.status = "queued"
                 resubmit.append(job.id)
+            job.lease_owner, job.lease_expires_at = None, None
             job.updated_at = utcnow()
     for job_id in resubmit:
         runner.submit(job_id)

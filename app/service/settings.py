@@ -60,6 +60,7 @@ class Settings:
     # A job's budget: scratch bytes under its temp folder, and wall-clock seconds.
     job_scratch_bytes: int = 4 << 30  # JOB_SCRATCH_MB
     job_time_limit_s: float = 1800.0
+    job_lease_s: float = 60.0  # JOB_LEASE_S: a running job's lease, renewed by its runner's heartbeat
     cors_origins: tuple[str, ...] = ()
     burst_per_minute: int = 60
     job_backend: str = "local"  # local (thread pool in this process) | celery (remote workers)
@@ -100,8 +101,8 @@ class Settings:
             raise SettingsError(f"JOB_FILES_RETENTION_DAYS must be 0 (keep) or more, got {self.job_files_days:g}")
         if min(self.max_audio_seconds, self.max_audio_channels, self.max_sample_rate) <= 0:
             raise SettingsError("MAX_AUDIO_MINUTES, MAX_AUDIO_CHANNELS and MAX_SAMPLE_RATE must be positive")
-        if self.job_scratch_bytes <= 0 or self.job_time_limit_s <= 0:
-            raise SettingsError("JOB_SCRATCH_MB and JOB_TIME_LIMIT_S must be positive")
+        if self.job_scratch_bytes <= 0 or self.job_time_limit_s <= 0 or self.job_lease_s <= 0:
+            raise SettingsError("JOB_SCRATCH_MB, JOB_TIME_LIMIT_S and JOB_LEASE_S must be positive")
         if self.db_threads < 1:
             raise SettingsError(f"DB_THREADS must be at least 1, got {self.db_threads}")
         if self.job_backend == "celery" and not self.redis_url:
@@ -163,6 +164,7 @@ class Settings:
             max_sample_rate=int(env.get("MAX_SAMPLE_RATE", "192000")),
             job_scratch_bytes=int(float(env.get("JOB_SCRATCH_MB", "4096")) * 1024 * 1024),
             job_time_limit_s=float(env.get("JOB_TIME_LIMIT_S", "1800")),
+            job_lease_s=float(env.get("JOB_LEASE_S", "60")),
             cors_origins=cors,
             burst_per_minute=int(env.get("RATE_BURST_PER_MINUTE", "60")),
             job_backend=env.get("JOB_BACKEND", "local").strip().lower(),

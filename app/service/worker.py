@@ -13,6 +13,7 @@ again (after ``CELERY_VISIBILITY_TIMEOUT_S``) and retried; ``run_job`` fails it 
 from __future__ import annotations
 
 import sys
+import time
 from functools import cache
 
 from celery import Celery
@@ -78,7 +79,15 @@ def _close_chain(**_: object) -> None:
 
 def _run(job_id: str) -> str:
     settings, factory, storage, chain = _worker_state()
-    return run_job(job_id, factory, storage, chain, job_budget(settings))  # type: ignore[arg-type]
+    budget = job_budget(settings)
+    # A task delivered again while the worker that had it may still be alive (the visibility
+    # timeout is shorter than the job): wait for that worker's lease to run out, then take it.
+    for _ in range(4):
+        state = run_job(job_id, factory, storage, chain, budget)  # type: ignore[arg-type]
+        if state != "leased":
+            return state
+        time.sleep(budget.lease_s / 2)
+    return state
 
 
 class CeleryJobRunner:
