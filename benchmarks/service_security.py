@@ -43,7 +43,7 @@ MULTIPART_HEAD = b'--x\r\nContent-Disposition: form-data; name="file"; filename=
 
 
 @contextlib.contextmanager
-def serve() -> Iterator[Server]:
+def serve(**extra_env: str) -> Iterator[Server]:
     folder = Path(tempfile.mkdtemp(prefix="amc-secbench-"))
     tmp = folder / "tmp"
     tmp.mkdir()
@@ -51,7 +51,7 @@ def serve() -> Iterator[Server]:
     alembic_upgrade(url)
     env = {**os.environ, "MODE": "remote", "DATABASE_URL": url, "SECRET_KEY": secrets.token_urlsafe(48),
            "STORAGE_DIR": str(folder / "storage"), "AMC_HOME": str(folder), "AUTO_MIGRATE": "false",
-           "LOG_LEVEL": "WARNING", "TMPDIR": str(tmp)}  # fmt: skip
+           "LOG_LEVEL": "WARNING", "TMPDIR": str(tmp), **extra_env}  # fmt: skip
     srv = Server(f"http://127.0.0.1:{free_port()}", url, folder / "storage", env)
     srv.start()
     try:

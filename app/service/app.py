@@ -185,19 +185,42 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def _document_errors(app: FastAPI) -> None:
-    """The OpenAPI document describes our error body (errors.py), not FastAPI's default 422."""
+    """The OpenAPI document describes our error body (errors.py) for every 4xx answer of every
+    operation, and the constraints the handlers check themselves (a blob's SHA-256 name, the
+    mastering choices), so a generated request that fits the document is one they accept."""
     from fastapi.openapi.utils import get_openapi
 
     def openapi() -> dict:  # type: ignore[type-arg]
         if app.openapi_schema is None:
+            from app.engine.mastering.plan import LEVELS, STYLES, TARGETS
+            from app.service.routers.music import FILE_OPERATIONS
+
             spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            spec.setdefault("components", {}).setdefault("schemas", {})["HTTPValidationError"] = {
+            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+            schemas["HTTPValidationError"] = {
                 "title": "ApiError",
                 "type": "object",
                 "properties": {"detail": {"type": "string"}, "code": {"type": "string"},
                                "errors": {"type": "array", "items": {"type": "object"}}},
                 "required": ["detail", "code"],
             }  # fmt: skip
+            error = {"description": "refused: the body says why (`detail`) and what (`code`)",
+                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}}  # fmt: skip
+            for ops in spec.get("paths", {}).values():
+                for method, op in ops.items():
+                    # A HEAD answer has no body.
+                    op.setdefault("responses", {}).setdefault(
+                        "4XX", {"description": error["description"]} if method == "head" else error)
+                    for param in op.get("parameters", []):
+                        if param.get("name") == "sha256":
+                            param["schema"]["pattern"] = "^[0-9a-f]{64}$"
+            choices = {"operation": list(FILE_OPERATIONS), "style": list(STYLES),
+                       "enhancement_level": list(LEVELS), "target": list(TARGETS)}  # fmt: skip
+            for name, schema in schemas.items():
+                if name.startswith("Body_process_file") or name == "GenerateRequest":
+                    for field, allowed in choices.items():
+                        if field in schema.get("properties", {}):
+                            schema["properties"][field]["enum"] = allowed
             app.openapi_schema = spec
         return app.openapi_schema
 

@@ -14,7 +14,8 @@ class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: str = Field(pattern=_EMAIL, max_length=320, examples=["user@example.com"])
     username: str = Field(pattern=r"^[A-Za-z0-9_.-]{3,64}$", examples=["musicproducer"])
-    password: str = Field(min_length=1, max_length=1024, examples=["SecurePass123"])
+    password: str = Field(min_length=12, max_length=128, examples=["SecurePass123"],
+                          description="12 to 128 characters of any kind; not a common password")  # fmt: skip
     full_name: str = Field(default="", max_length=200, examples=["Music Producer"])
 
     @field_validator("email")
@@ -154,10 +155,13 @@ class ProjectDeleted(BaseModel):
 
 class RevisionPush(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    base_revision: int = Field(ge=0, description="the revision this edit started from")
+    base_revision: int = Field(ge=0, strict=True, description="the revision this edit started from")
     project: dict[str, Any] = Field(description="project.json")
-    media: dict[str, str] = Field(default_factory=dict,
-                                  description="relative media name -> SHA-256 of its blob")  # fmt: skip
+    media: dict[str, str] = Field(
+        default_factory=dict, description="relative media name -> SHA-256 of its blob (uploaded first)",
+        json_schema_extra={"propertyNames": {"pattern": r"^(?:media|renders)(?:/[A-Za-z0-9 _()+,-][A-Za-z0-9 _.()+,-]*)+$"},
+                           "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+    )  # fmt: skip
 
 
 class RevisionPublic(BaseModel):
