@@ -7,6 +7,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -56,3 +57,20 @@ def test_writes_are_not_queued_behind_password_hashing(server: Server):
     print(f"write median {median * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms over {len(latencies)} writes; "
           f"{len(logins)} sign-ins meanwhile")
     assert median < 0.5 and max(latencies) < 2.0, (median, max(latencies), len(latencies), len(logins))
+
+
+def test_concurrent_failed_sign_ins_are_all_counted_and_none_fails(server: Server):
+    """Twelve wrong passwords at once for one email from one client: every answer is 401 or
+    429 (the first failure's counter row is created once, never a 500 on its key), and the
+    client is locked out of that account afterwards."""
+    u = server.register()
+
+    def wrong(_: int) -> int:
+        with server.client() as c:
+            return c.post("/api/v1/auth/login", json={"email": u["email"], "password": "not the password"}).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(wrong, range(12)))
+    assert set(codes) <= {401, 429} and codes.count(401) >= 5, codes
+    with server.client() as c:
+        assert c.post("/api/v1/auth/login", json={"email": u["email"], "password": PASSWORD}).status_code == 429

@@ -132,11 +132,18 @@ def login(body: LoginRequest, request: Request, response: Response, settings: Se
     ok = security.verify_password(user.password_hash if user else None, body.password)  # ~0.1 s, no lock held
     with request.app.state.sessionmaker() as session:
         if not ok or user is None or not user.is_active:
-            _count_failure(session, pair_key, now, settings.login_max_failures, settings.login_lockout_s,
-                           settings.login_lockout_s)  # fmt: skip
-            _count_failure(session, client_key, now, CLIENT_MAX_FAILURES, settings.login_lockout_s,
-                           settings.login_lockout_s)  # fmt: skip
-            session.commit()
+            for attempt in range(3):
+                try:
+                    _count_failure(session, pair_key, now, settings.login_max_failures, settings.login_lockout_s,
+                                   settings.login_lockout_s)  # fmt: skip
+                    _count_failure(session, client_key, now, CLIENT_MAX_FAILURES, settings.login_lockout_s,
+                                   settings.login_lockout_s)  # fmt: skip
+                    session.commit()
+                    break
+                except IntegrityError:  # a concurrent failure created the row first: count on it
+                    session.rollback()
+                    if attempt == 2:
+                        raise
             raise ApiError(401, "invalid_credentials", "wrong email or password")
         if pair_key in rows:
             session.execute(delete(LoginFailures).where(LoginFailures.key == pair_key))
