@@ -10,6 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 _EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$"
 
 
+def _not_bool(v: Any) -> Any:
+    """JSON ``true`` is not a number here (pydantic's lax mode would read it as 1)."""
+    if isinstance(v, bool):
+        raise ValueError("a number is needed, not true or false")
+    return v
+
+
 class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: str = Field(pattern=_EMAIL, max_length=320, examples=["user@example.com"])
@@ -61,6 +68,9 @@ class ApiKeyCreate(BaseModel):
                                         description="the key stops working this many days from now; omit: never")  # fmt: skip
 
 
+    _no_bool = field_validator("expires_in_days", mode="before")(lambda v: _not_bool(v))
+
+
 class ApiKeyPublic(BaseModel):
     id: str
     name: str
@@ -82,6 +92,8 @@ class GenerateRequest(BaseModel):
     mood: str | None = Field(default=None, max_length=64, examples=["upbeat"])
     duration: float = Field(default=30, ge=1, le=600, description="seconds", examples=[60])
     style: str = Field(default="balanced", max_length=32, examples=["professional"])
+
+    _no_bool = field_validator("duration", mode="before")(lambda v: _not_bool(v))
 
 
 class JobError(BaseModel):

@@ -10,9 +10,10 @@ import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -46,6 +47,8 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # project.json, the sync state or autosaves), forward slashes, no hidden or '..' parts.
 _MEDIA_NAME = re.compile(r"^(?:media|renders)(?:/[A-Za-z0-9 _()+,-][A-Za-z0-9 _.()+,-]*)+$")
 MAX_PROJECT_JSON_BYTES = 8 << 20
+#: Revision numbers are 32-bit in the database; a larger one in a URL is a 422, not a 500.
+MAX_REVISION = 2**31 - 1
 
 
 def _check_sha(sha256: str) -> str:
@@ -165,7 +168,8 @@ def _revision_public(p: Project, r: ProjectRevision) -> RevisionPublic:
 
 
 @router.get("/projects/{project_id}/revisions/{number}", response_model=RevisionPublic)
-def get_revision(project_id: str, number: int, user: CurrentUser, session: SessionDep) -> RevisionPublic:
+def get_revision(project_id: str, number: Annotated[int, PathParam(ge=0, le=MAX_REVISION)], user: CurrentUser,
+                 session: SessionDep) -> RevisionPublic:  # fmt: skip
     p = _own_project(session, user.id, project_id)
     r = session.scalar(select(ProjectRevision).where(ProjectRevision.project_id == p.id,
                                                      ProjectRevision.number == number))  # fmt: skip
