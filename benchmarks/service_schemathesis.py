@@ -37,7 +37,8 @@ def run(url: str, token: str, max_examples: int, max_seconds: float, workers: in
            "--workers", str(workers), "--request-timeout", "30", "--report", "ndjson",
            "--report-ndjson-path", str(events), "--seed", "16", "--no-color"]  # fmt: skip
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max_seconds)
+        # In its own folder: schemathesis keeps a .schemathesis/ cache in its working directory.
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max_seconds, cwd=out)
         (out / "stdout.txt").write_text(proc.stdout.replace(token, "[token]"))
         print(f"full output: {out / 'stdout.txt'}")
         tail = proc.stdout[-6000:]
