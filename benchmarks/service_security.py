@@ -51,7 +51,7 @@ def serve(**extra_env: str) -> Iterator[Server]:
     alembic_upgrade(url)
     env = {**os.environ, "MODE": "remote", "DATABASE_URL": url, "SECRET_KEY": secrets.token_urlsafe(48),
            "STORAGE_DIR": str(folder / "storage"), "AMC_HOME": str(folder), "AUTO_MIGRATE": "false",
-           "LOG_LEVEL": "WARNING", "TMPDIR": str(tmp), **extra_env}  # fmt: skip
+           "LOG_LEVEL": "WARNING", "TMPDIR": str(tmp), "REGISTER_PER_CLIENT_PER_HOUR": "0", **extra_env}  # fmt: skip
     srv = Server(f"http://127.0.0.1:{free_port()}", url, folder / "storage", env)
     srv.start()
     try:

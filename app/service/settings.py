@@ -70,6 +70,7 @@ class Settings:
     job_files_days: float = 30.0  # finished jobs' stored input/result kept this long; 0: forever
     model_device: str = ""  # the model worker's device (AMC_DEVICE); empty: CUDA > MPS > CPU
     celery_visibility_timeout_s: int = 3600
+    register_per_client_per_hour: int = 20  # REGISTER_PER_CLIENT_PER_HOUR (remote mode); 0: no limit
     metrics_token: str = ""  # METRICS_TOKEN: /metrics needs it as a bearer token; unset: loopback only
     login_max_failures: int = 5
     login_lockout_s: int = 900
@@ -174,6 +175,7 @@ class Settings:
             job_files_days=float(env.get("JOB_FILES_RETENTION_DAYS", "30")),
             model_device=env.get("AMC_DEVICE", "").strip(),
             celery_visibility_timeout_s=int(env.get("CELERY_VISIBILITY_TIMEOUT_S", "3600")),
+            register_per_client_per_hour=int(env.get("REGISTER_PER_CLIENT_PER_HOUR", "20")),
             metrics_token=env.get("METRICS_TOKEN", "").strip(),
             login_max_failures=int(env.get("LOGIN_MAX_FAILURES", "5")),
             login_lockout_s=int(env.get("LOGIN_LOCKOUT_S", "900")),

@@ -10,7 +10,7 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from app.service.db import normalise_url
-from tests.service.conftest import PASSWORD, Server, auth
+from tests.service.conftest import PASSWORD, Server, auth, running_server
 
 
 def _name() -> str:
@@ -175,3 +175,22 @@ def test_an_api_key_stops_at_its_expiry(server: Server):
         engine.dispose()
         assert c.get("/api/v1/auth/me", headers={"X-API-Key": key}).status_code == 401
         assert c.post("/api/v1/auth/api-keys", json={"name": "x", "expires_in_days": 0}, headers=auth(u)).status_code == 422
+
+
+def test_registrations_per_client_are_limited(backend: str, request):  # type: ignore[no-untyped-def]
+    """Each registration costs an argon2 hash: a remote service takes
+    REGISTER_PER_CLIENT_PER_HOUR from one address, then locks that address (only) out."""
+    with running_server(backend, request, REGISTER_PER_CLIENT_PER_HOUR="3") as s:
+
+        def reg(c: httpx.Client) -> httpx.Response:
+            n = _name()
+            return c.post("/api/v1/auth/register", json={"email": f"{n}@example.com", "username": n,
+                                                         "password": PASSWORD})  # fmt: skip
+
+        with s.client() as c:
+            codes = [reg(c).status_code for _ in range(4)]
+            assert codes == [201, 201, 201, 429], codes
+            r = reg(c)
+            assert r.status_code == 429 and 1 <= int(r.headers["Retry-After"]) <= 61, r.text
+        with s.client(transport=httpx.HTTPTransport(local_address="127.0.0.2")) as other:
+            assert reg(other).status_code == 201

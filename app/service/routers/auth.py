@@ -39,7 +39,8 @@ def _aware(t: datetime | None) -> datetime | None:
 
 
 @router.post("/register", status_code=201, response_model=UserPublic,
-             responses={422: {"description": "invalid fields, or a password under the policy"}})  # fmt: skip
+             responses={422: {"description": "invalid fields, or a password under the policy"},
+                        429: {"description": "too many registrations from this client address"}})  # fmt: skip
 def register(body: UserCreate, request: Request, settings: SettingsDep) -> UserPublic:
     """Create an account. The same answer and the same work (one argon2 hash, one insert
     attempt) whether or not the email or username is taken: a taken one gets a 201 that
@@ -50,6 +51,7 @@ def register(body: UserCreate, request: Request, settings: SettingsDep) -> UserP
         security.check_password_policy(body.password, email=body.email, username=body.username)
     except security.PasswordPolicyError as e:
         raise ApiError(422, "weak_password", str(e)) from None
+    _count_registration(request, settings)
     user = User(id=new_id(), email=body.email, username=body.username, full_name=body.full_name,
                 password_hash=security.hash_password(body.password), tier="free", role="user",
                 is_active=True, created_at=datetime.now(UTC))  # fmt: skip
@@ -62,6 +64,31 @@ def register(body: UserCreate, request: Request, settings: SettingsDep) -> UserP
             except IntegrityError:  # a concurrent registration won the race: the same answer
                 session.rollback()
     return user_public(user)
+
+
+def _count_registration(request: Request, settings: Settings) -> None:
+    """Each registration costs an argon2 hash (64 MiB, ~0.1 s of CPU): a remote service takes
+    REGISTER_PER_CLIENT_PER_HOUR from one client address, then locks that address out for a
+    minute, doubling (the embedded service's only client is its own user)."""
+    limit = settings.register_per_client_per_hour
+    if settings.mode != "remote" or limit <= 0:
+        return
+    key, now = security.token_hash(f"register|{_client(request)}"), datetime.now(UTC)
+    with request.app.state.read_sessionmaker() as s:
+        wait = _locked_for_s(s.get(LoginFailures, key), now)
+    if wait:
+        raise ApiError(429, "rate_limited", f"too many registrations from this address; try again in {wait} s",
+                       headers={"Retry-After": str(wait)})  # fmt: skip
+    with request.app.state.sessionmaker() as session:
+        for attempt in range(3):
+            try:
+                _count_failure(session, key, now, limit, 3600, 3600)
+                session.commit()
+                return
+            except IntegrityError:  # a concurrent registration created the row first
+                session.rollback()
+                if attempt == 2:
+                    raise
 
 
 def issue_tokens(session: Session, settings: Settings, user: User, family_id: str | None = None) -> TokenPair:
