@@ -60,7 +60,7 @@ def serve(url: str, **env: str) -> Iterator[Server]:
     alembic_upgrade(url)
     full_env = {**os.environ, "MODE": "remote", "DATABASE_URL": url, "SECRET_KEY": secrets.token_urlsafe(48),
                 "STORAGE_DIR": str(folder / "storage"), "AMC_HOME": str(folder), "AUTO_MIGRATE": "false",
-                "RATE_BURST_PER_MINUTE": "1000000", "LOG_LEVEL": "WARNING", **env}  # fmt: skip
+                "RATE_BURST_PER_MINUTE": "1000000", "LOG_LEVEL": "WARNING", "REGISTER_PER_CLIENT_PER_HOUR": "0", **env}  # fmt: skip
     srv = Server(f"http://127.0.0.1:{free_port()}", url, folder / "storage", full_env)
     srv.start()
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -13,13 +13,13 @@ import anyio.to_thread
 from fastapi import Depends, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.routing import APIRoute
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, exists, select, update
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
 from app.service import quota, security
 from app.service.errors import ApiError
-from app.service.models import ApiKey, User
+from app.service.models import ApiKey, RefreshToken, User
 from app.service.settings import Settings
 from app.service.storage import Storage
 
@@ -82,7 +82,7 @@ T = TypeVar("T")
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
-def _credential(request: Request) -> str | None:
+def credential_of(request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
@@ -91,38 +91,98 @@ def _credential(request: Request) -> str | None:
 
 
 _USERS = User.__table__
+_KEYS = ApiKey.__table__
 #: The user of a token, and the user of an API key with the key's state: Core statements built
 #: once (an ORM ``Session.get`` cost 0.3 ms of the token check's 0.4).
 _USER_BY_ID = select(_USERS).where(_USERS.c.id == bindparam("user_id"))
+#: The user of an access token issued to a sign-in, and whether that sign-in still stands
+#: (a sign-out or a detected refresh-token theft revokes every token of its family).
+_USER_BY_SESSION = select(
+    _USERS,
+    exists().where(RefreshToken.family_id == bindparam("session_id"), RefreshToken.revoked_at.is_(None))
+    .label("_session_alive"),
+).where(_USERS.c.id == bindparam("user_id"))
 _USER_BY_KEY = (
-    select(_USERS, ApiKey.key_hash.label("_key_hash"), ApiKey.revoked_at.label("_revoked_at"))
-    .join(ApiKey, ApiKey.user_id == _USERS.c.id)
-    .where(ApiKey.key_hash == bindparam("key_hash"))
-)
+    select(_USERS, _KEYS.c.id.label("_key_id"), _KEYS.c.key_hash.label("_key_hash"),
+           _KEYS.c.revoked_at.label("_revoked_at"), _KEYS.c.expires_at.label("_expires_at"),
+           _KEYS.c.last_used_at.label("_last_used_at"))
+    .join(_KEYS, _KEYS.c.user_id == _USERS.c.id)
+    .where(_KEYS.c.key_hash == bindparam("key_hash"))
+)  # fmt: skip
+#: An API key's last_used_at is written at most this often (a write on every request would
+#: queue every keyed request on SQLite's write lock).
+KEY_USE_RESOLUTION = timedelta(minutes=1)
+
+
+def _aware(t: datetime | None) -> datetime | None:
+    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
 
 
 def user_for_credential(conn: Connection, settings: Settings, credential: str) -> User | None:
     """The active user an access token or API key belongs to, as a detached ``User`` (read on
-    ``conn``; nothing is written)."""
+    ``conn``; nothing is written). An API key past its ``expires_at`` is refused; an access
+    token whose sign-in was revoked is refused. A key due a ``last_used_at`` update is noted
+    for :func:`flush_key_use`."""
     if credential.startswith(security.API_KEY_PREFIX):
         digest = security.token_hash(credential)
         row = conn.execute(_USER_BY_KEY, {"key_hash": digest}).mappings().first()
         if row is None or row["_revoked_at"] is not None or not security.same(row["_key_hash"], digest):
             return None
+        now = datetime.now(UTC)
+        expires = _aware(row["_expires_at"])
+        if expires is not None and expires <= now:
+            return None
+        last = _aware(row["_last_used_at"])
+        if last is None or now - last >= KEY_USE_RESOLUTION:
+            _KEYS_USED.add(row["_key_id"])
     else:
-        user_id = security.read_access_token(credential, settings.secret_key)
-        row = conn.execute(_USER_BY_ID, {"user_id": user_id}).mappings().first() if user_id else None
+        claims = security.access_claims(credential, settings.secret_key)
+        if claims is None:
+            return None
+        user_id, session_id = claims
+        if session_id is None:
+            row = conn.execute(_USER_BY_ID, {"user_id": user_id}).mappings().first()
+        else:
+            row = conn.execute(_USER_BY_SESSION, {"user_id": user_id, "session_id": session_id}).mappings().first()
+            if row is not None and not row["_session_alive"]:
+                return None
         if row is None:
             return None
     user = User(**{c.key: row[c.key] for c in _USERS.c})
     return user if user.is_active else None
 
 
-def _lookup(request: Request, settings: Settings, credential: str) -> User | None:
+#: API keys used since their last_used_at was last written (ids); drained by :func:`flush_key_use`.
+_KEYS_USED: set[str] = set()
+
+
+def flush_key_use(factory: Any) -> None:
+    """Write ``last_used_at = now`` for the API keys used since the last flush (one short
+    transaction; called after a keyed request's check, on the database threads)."""
+    if not _KEYS_USED:
+        return
+    ids = list(_KEYS_USED)
+    _KEYS_USED.difference_update(ids)
+    with factory() as s, s.begin():
+        s.execute(update(ApiKey).where(ApiKey.id.in_(ids)).values(last_used_at=datetime.now(UTC)))
+
+
+def lookup_user(request: Request, settings: Settings, credential: str) -> User | None:
+    """The user of ``credential``; the one :class:`~app.service.limits.BodyLimit` found for
+    this request when it checked the credential before the body was read."""
+    found = request.scope.get("state", {}).get("amc_user")
+    if found is not None:
+        return found  # type: ignore[no-any-return]
     # A short read of its own: on SQLite a read-only connection that takes no lock, so the
     # request's SessionDep transaction (the write lock) starts only when the endpoint writes.
     with request.app.state.read_engine.connect() as conn:
-        return user_for_credential(conn, settings, credential)
+        user = user_for_credential(conn, settings, credential)
+    if _KEYS_USED:
+        try:
+            flush_key_use(request.app.state.sessionmaker)
+        except Exception:  # a busy database: the next keyed request writes it
+            pass
+    return user
 
 
 async def in_db_thread(request: Request, fn: Callable[..., T], *args: Any) -> T:
@@ -137,7 +197,7 @@ async def in_db_thread(request: Request, fn: Callable[..., T], *args: Any) -> T:
 
 
 def _credential_or_401(request: Request) -> str:
-    credential = _credential(request)
+    credential = credential_of(request)
     if not credential:
         raise ApiError(401, "not_authenticated", "sign in: send 'Authorization: Bearer <token>'",
                        headers=_UNAUTHORIZED)  # fmt: skip
@@ -153,12 +213,12 @@ def _user_or_401(user: User | None) -> User:
 
 async def get_current_user(request: Request, settings: SettingsDep) -> User:
     credential = _credential_or_401(request)
-    return _user_or_401(await in_db_thread(request, _lookup, request, settings, credential))
+    return _user_or_401(await in_db_thread(request, lookup_user, request, settings, credential))
 
 
 async def get_optional_user(request: Request, settings: SettingsDep) -> User | None:
-    credential = _credential(request)
-    return await in_db_thread(request, _lookup, request, settings, credential) if credential else None
+    credential = credential_of(request)
+    return await in_db_thread(request, lookup_user, request, settings, credential) if credential else None
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -195,7 +255,7 @@ def authenticate_and_count(session: Session, request: Request, settings: Setting
 
 def authenticated(request: Request, settings: Settings) -> User:
     """The request's user, looked up in this (worker) thread; 401 without a valid credential."""
-    return _user_or_401(_lookup(request, settings, _credential_or_401(request)))
+    return _user_or_401(lookup_user(request, settings, _credential_or_401(request)))
 
 
 def refuse_if_limited(user: User, decision: quota.QuotaDecision) -> None:

@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
+import os
+import re
+import socket
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,12 +33,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.service import scratch
 from app.service.models import Job, utcnow
 from app.service.storage import Storage, key
 
 if TYPE_CHECKING:
     from app.models.client import ModelClient
     from app.models.orchestrator import Request as OrchestratorRequest
+    from app.service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,10 @@ MODEL_WORKFLOWS: dict[str, str] = {"generate": "generate", "enhance": "enhance",
 OPERATIONS = (*ENGINE_OPERATIONS, *MODEL_WORKFLOWS)
 MODEL_WORKER_UNAVAILABLE = "model worker not available: {what} needs the model chain's worker: {why}"
 MAX_ATTEMPTS = 3
+#: This process, as a job's lease holder: host, pid and a random part (a pid is reused).
+INSTANCE_ID = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+#: A running job's lease (``JobBudget.lease_s``) is renewed by its runner every quarter of
+#: it; a job whose lease ran out has lost its runner (killed, or its machine gone).
 _PROGRESS_WRITE_S = 0.25
 #: How long a job waits for the model worker to start (importing torch on a cold disk is slow).
 WORKER_START_TIMEOUT_S = 180.0
@@ -57,6 +67,55 @@ class JobCancelled(Exception):
 
 class JobInterrupted(Exception):
     """The runner is shutting down under a running job: leave it for :func:`recover`."""
+
+
+class JobOverBudget(Exception):
+    """The job used more scratch space or time than its budget allows (message: which)."""
+
+
+@dataclass(frozen=True)
+class JobBudget:
+    """What one job may use: bytes under its scratch folder, and wall-clock seconds."""
+
+    scratch_bytes: int = 4 << 30
+    time_limit_s: float = 1800.0
+    lease_s: float = 60.0  # the running job's lease (renewed every quarter of it)
+
+
+def job_budget(settings: Settings) -> JobBudget:
+    return JobBudget(scratch_bytes=settings.job_scratch_bytes, time_limit_s=settings.job_time_limit_s,
+                     lease_s=settings.job_lease_s)  # fmt: skip
+
+
+#: How often a running job's scratch folder is measured.
+_BUDGET_CHECK_S = 0.25
+
+
+class _BudgetWatch:
+    """Measures a job's scratch folder and time; :meth:`over` says why the job is over
+    budget (None while it is not). Called from the job's progress callback or its watch
+    thread; the measurement runs at most every ``_BUDGET_CHECK_S``."""
+
+    def __init__(self, folder: Path, budget: JobBudget) -> None:
+        self.folder, self.budget = folder, budget
+        self.t0 = time.monotonic()
+        self._checked = 0.0
+        self.reason: str | None = None
+
+    def over(self) -> str | None:
+        now = time.monotonic()
+        if self.reason is None and now - self._checked >= _BUDGET_CHECK_S:
+            self._checked = now
+            if now - self.t0 > self.budget.time_limit_s:
+                self.reason = f"the job ran over its time limit of {self.budget.time_limit_s:g} s"
+            elif (used := scratch.folder_bytes(self.folder)) > self.budget.scratch_bytes:
+                self.reason = (f"the job used {used / 2**20:.0f} MB of scratch space; "
+                               f"its limit is {self.budget.scratch_bytes / 2**20:.0f} MB")  # fmt: skip
+        return self.reason
+
+    def check(self) -> None:
+        if (reason := self.over()) is not None:
+            raise JobOverBudget(reason)
 
 
 class JobRunner(Protocol):
@@ -117,53 +176,110 @@ def _set(factory: sessionmaker[Session], job_id: str, **values: Any) -> Job | No
             return None
         for k, v in values.items():
             setattr(job, k, v)
+        if job.status in TERMINAL:
+            job.lease_owner, job.lease_expires_at = None, None
         job.updated_at = utcnow()
         return job
 
 
-def run_job(job_id: str, factory: sessionmaker[Session], storage: Storage, chain: ModelChain | None = None) -> str:
+def run_job(job_id: str, factory: sessionmaker[Session], storage: Storage, chain: ModelChain | None = None,
+            budget: JobBudget | None = None) -> str:  # fmt: skip
     """Run one queued job to a terminal state; returns that state. Safe to call twice.
 
     ``chain`` runs the model workflows; without one they fail with ``model_worker_unavailable``.
+    ``budget`` bounds its scratch space and time; over it, the job fails with ``over_budget``.
     Returns ``"interrupted"`` (the job left ``running``) when the chain shut down under it.
     """
     with factory() as s, s.begin():
-        job = s.get(Job, job_id)
+        job = s.get(Job, job_id, with_for_update=True)
         if job is None or job.status in TERMINAL:
             return job.status if job else "missing"
+        now = utcnow()
+        lease = job.lease_expires_at
+        if job.status == "running" and job.lease_owner not in (None, INSTANCE_ID) and lease is not None and lease > now:
+            # Another live process runs it (a task delivered twice): never run a job twice at once.
+            return "leased"
         if job.cancel_requested:
-            job.status, job.message, job.updated_at = "cancelled", "cancelled before start", utcnow()
+            job.status, job.message, job.updated_at = "cancelled", "cancelled before start", now
             return "cancelled"
-        job.status, job.attempts, job.updated_at = "running", job.attempts + 1, utcnow()
+        job.status, job.attempts, job.updated_at = "running", job.attempts + 1, now
+        lease_s = (budget or JobBudget()).lease_s
+        job.lease_owner, job.lease_expires_at = INSTANCE_ID, now + timedelta(seconds=lease_s)
         job.message = "starting"
         params, operation, input_key = json.loads(job.params), job.operation, job.input_key
+    with _Heartbeat(job_id, factory, lease_s):
+        return _run_claimed(job_id, operation, params, input_key, factory, storage, chain, budget)
+
+
+class _Heartbeat:
+    """Renews the job's lease every quarter of its length while this process runs it."""
+
+    def __init__(self, job_id: str, factory: sessionmaker[Session], lease_s: float) -> None:
+        self.job_id, self.factory, self.lease_s = job_id, factory, lease_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"amc-lease-{job_id[:8]}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.lease_s / 4):
+            try:
+                with self.factory() as s, s.begin():
+                    s.execute(update(Job).where(Job.id == self.job_id, Job.lease_owner == INSTANCE_ID,
+                                                Job.status == "running")
+                              .values(lease_expires_at=utcnow() + timedelta(seconds=self.lease_s)))  # fmt: skip
+            except Exception:  # a database blip: the next beat retries, well within the lease
+                log.warning("job %s: lease renewal failed", self.job_id, exc_info=True)
+
+
+def _run_claimed(job_id: str, operation: str, params: dict[str, Any], input_key: str | None,
+                 factory: sessionmaker[Session], storage: Storage, chain: ModelChain | None,
+                 budget: JobBudget | None) -> str:  # fmt: skip
     if operation in MODEL_WORKFLOWS:
         if chain is None:
             _set(factory, job_id, status="failed", error_code="model_worker_unavailable", message="failed",
                  error=MODEL_WORKER_UNAVAILABLE.format(what=operation, why="this runner has no model chain"))  # fmt: skip
             return "failed"
-        return _run_model_job(job_id, operation, params, input_key, factory, storage, chain)
+        return _run_model_job(job_id, operation, params, input_key, factory, storage, chain, budget or JobBudget())
     if operation not in ENGINE_OPERATIONS or input_key is None:
         _set(factory, job_id, status="failed", error_code="invalid_request", message="failed",
              error=f"unknown operation {operation!r} or no input audio")  # fmt: skip
         return "failed"
     try:
-        report = _master(job_id, params, input_key, factory, storage)
+        report = _master(job_id, params, input_key, factory, storage, budget or JobBudget())
     except JobCancelled:
         _set(factory, job_id, status="cancelled", message="cancelled")
         return "cancelled"
+    except JobOverBudget as e:
+        _set(factory, job_id, status="failed", error_code="over_budget", error=str(e), message="failed")
+        return "failed"
     except Exception as e:  # the job fails; the service keeps running
         from app.engine.errors import AmcError
 
-        code = "processing_error" if isinstance(e, AmcError) else "internal_error"
-        if code == "internal_error":
+        if isinstance(e, AmcError):
+            code, error = "processing_error", public_error(e)
+        else:
             log.exception("job %s crashed", job_id)
-        _set(factory, job_id, status="failed", error_code=code, error=str(e) or type(e).__name__,
-             message="failed")  # fmt: skip
+            code, error = "internal_error", "the job failed on the server; the error is in the service's log"
+        _set(factory, job_id, status="failed", error_code=code, error=error, message="failed")
         return "failed"
-    _set(factory, job_id, status="succeeded", progress=1.0, message="done",
+    _set(factory, job_id, status="succeeded", progress=1.0, message="done", error_code=None, error=None,
          report=json.dumps(report), result_key=key("jobs", job_id, "result.wav"))  # fmt: skip
     return "succeeded"
+
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\\/\s'\"]+)+[\\/]([^\\/\s'\"]+)")
+
+
+def public_error(e: BaseException) -> str:
+    """``e``'s message for the job's owner: server paths cut to their file name."""
+    return _PATH.sub(lambda m: m.group(1), str(e) or type(e).__name__)[:2000]
 
 
 # --- the model chain ----------------------------------------------------------------------------
@@ -193,8 +309,9 @@ class _Watch:
     shutting down) sets the orchestrator's cancel event. ``progress`` is called on the model
     client's reader thread, so it only records; a thread of its own does the I/O."""
 
-    def __init__(self, job_id: str, factory: sessionmaker[Session], chain: ModelChain) -> None:
-        self.job_id, self.factory, self.chain = job_id, factory, chain
+    def __init__(self, job_id: str, factory: sessionmaker[Session], chain: ModelChain,
+                 budget: _BudgetWatch | None = None) -> None:  # fmt: skip
+        self.job_id, self.factory, self.chain, self.budget = job_id, factory, chain, budget
         self.cancel = threading.Event()
         self.cancel_requested = False
         self._latest: tuple[float, str] = (0.0, "starting")
@@ -215,7 +332,7 @@ class _Watch:
 
     def _loop(self) -> None:
         while not self._stop.wait(_PROGRESS_WRITE_S):
-            if self.chain.closing.is_set():
+            if self.chain.closing.is_set() or (self.budget is not None and self.budget.over()):
                 self.cancel.set()
             try:
                 self.flush()
@@ -257,13 +374,15 @@ def _chain_report(result_plan: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_model_job(job_id: str, operation: str, params: dict[str, Any], input_key: str | None,
-                   factory: sessionmaker[Session], storage: Storage, chain: ModelChain) -> str:  # fmt: skip
+                   factory: sessionmaker[Session], storage: Storage, chain: ModelChain,
+                   budget: JobBudget) -> str:  # fmt: skip
     from app.engine.errors import AmcError, ParameterError
     from app.models.client import WorkerError
     from app.models.orchestrator import Orchestrator, RunCancelled, RunFailed
     from app.models.registry import BackendUnavailable
 
-    watch = _Watch(job_id, factory, chain)
+    tmp_dir = scratch.temp_dir("job")
+    watch = _Watch(job_id, factory, chain, _BudgetWatch(Path(tmp_dir.name), budget))
     plan: dict[str, Any] | None = None
 
     def fail(code: str, error: str, plan_dict: dict[str, Any] | None) -> str:
@@ -274,7 +393,7 @@ def _run_model_job(job_id: str, operation: str, params: dict[str, Any], input_ke
         return "failed"
 
     try:
-        with tempfile.TemporaryDirectory(prefix="amc-job-") as tmp, watch:
+        with tmp_dir as tmp, watch:
             inp: Path | None = None
             if input_key is not None:
                 inp = storage.local_path(input_key)
@@ -295,6 +414,8 @@ def _run_model_job(job_id: str, operation: str, params: dict[str, Any], input_ke
             watch.progress(1.0, "storing the result")
             storage.put_file(key("jobs", job_id, "result.wav"), Path(result.outputs["audio"]))
     except (RunCancelled, JobInterrupted):
+        if watch.budget is not None and watch.budget.reason is not None:
+            return fail("over_budget", watch.budget.reason, plan)
         if watch.cancel_requested:
             _set(factory, job_id, status="cancelled", message="cancelled",
                  **({"report": json.dumps(_chain_report(plan))} if plan else {}))  # fmt: skip
@@ -304,31 +425,35 @@ def _run_model_job(job_id: str, operation: str, params: dict[str, Any], input_ke
             return "interrupted"
         return fail("model_worker_unavailable", "the model worker stopped the job (it was closed or restarted)", plan)
     except BackendUnavailable as e:
-        return fail("backend_unavailable", str(e), plan)
+        return fail("backend_unavailable", public_error(e), plan)
     except RunFailed as e:
-        return fail("model_failed", str(e), e.plan or plan)
+        return fail("model_failed", public_error(e), e.plan or plan)
     except ParameterError as e:
-        return fail("invalid_request", str(e), plan)
+        return fail("invalid_request", public_error(e), plan)
     except (WorkerError, TimeoutError) as e:
-        return fail("model_worker_unavailable", MODEL_WORKER_UNAVAILABLE.format(what=operation, why=e), plan)
+        why = public_error(e)
+        return fail("model_worker_unavailable", MODEL_WORKER_UNAVAILABLE.format(what=operation, why=why), plan)
     except AmcError as e:
-        return fail("processing_error", str(e) or type(e).__name__, getattr(e, "plan", None) or plan)
-    except Exception as e:  # the job fails; the service keeps running
+        return fail("processing_error", public_error(e), getattr(e, "plan", None) or plan)
+    except Exception:  # the job fails; the service keeps running
         log.exception("job %s crashed", job_id)
-        return fail("internal_error", str(e) or type(e).__name__, plan)
-    _set(factory, job_id, status="succeeded", progress=1.0, message="done",
+        return fail("internal_error", "the job failed on the server; the error is in the service's log", plan)
+    _set(factory, job_id, status="succeeded", progress=1.0, message="done", error_code=None, error=None,
          report=json.dumps(_chain_report(plan)), result_key=key("jobs", job_id, "result.wav"))  # fmt: skip
     return "succeeded"
 
 
-def _master(job_id: str, params: dict[str, Any], input_key: str,
-            factory: sessionmaker[Session], storage: Storage) -> dict[str, Any]:  # fmt: skip
+def _master(job_id: str, params: dict[str, Any], input_key: str, factory: sessionmaker[Session],
+            storage: Storage, budget: JobBudget) -> dict[str, Any]:  # fmt: skip
     from app.engine.mastering.chain import master_file
     from app.engine.mastering.planner import MasterSettings
 
     last = [0.0]
+    tmp_dir = scratch.temp_dir("job")
+    watch = _BudgetWatch(Path(tmp_dir.name), budget)
 
     def progress(fraction: float, message: str) -> None:
+        watch.check()  # the engine calls this every block: over budget, the job stops here
         now = time.monotonic()
         if now - last[0] < _PROGRESS_WRITE_S and fraction < 1.0:
             return
@@ -344,7 +469,7 @@ def _master(job_id: str, params: dict[str, Any], input_key: str,
     settings = MasterSettings(style=params.get("style", "balanced"),
                               level=params.get("enhancement_level", "moderate"),
                               target=params.get("target", "streaming"), output_format="wav24")  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="amc-job-") as tmp:
+    with tmp_dir as tmp:
         src = storage.local_path(input_key)
         if src is None:
             src = Path(tmp) / ("input" + Path(input_key).suffix)
@@ -385,8 +510,9 @@ class LocalJobRunner:
     runner's :class:`ModelChain` (its worker process starts with the first such job)."""
 
     def __init__(self, factory: sessionmaker[Session], storage: Storage, workers: int,
-                 chain: ModelChain | None = None, *, preload: bool = False) -> None:  # fmt: skip
-        self.factory, self.storage = factory, storage
+                 chain: ModelChain | None = None, *, preload: bool = False,
+                 budget: JobBudget | None = None) -> None:  # fmt: skip
+        self.factory, self.storage, self.budget = factory, storage, budget
         self.chain = chain if chain is not None else ModelChain()
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="amc-job")
         self._lock = threading.Lock()
@@ -401,7 +527,7 @@ class LocalJobRunner:
 
     def _run(self, job_id: str) -> None:
         try:
-            run_job(job_id, self.factory, self.storage, self.chain)
+            run_job(job_id, self.factory, self.storage, self.chain, self.budget)
         except Exception:  # pragma: no cover - run_job records failures itself
             log.exception("job %s: runner error", job_id)
 
@@ -449,7 +575,9 @@ def expire_job_files(factory: sessionmaker[Session], storage: Storage, days: flo
 
 def recover(factory: sessionmaker[Session], runner: JobRunner) -> list[str]:
     """At start: jobs a previous process left queued or running are queued again (a running
-    one counts as a failed attempt; after MAX_ATTEMPTS it is failed for good)."""
+    one counts as a failed attempt; after MAX_ATTEMPTS it is failed for good). Called only
+    by the process that owns the data (``owner.take``): whoever ran them is gone, whatever
+    their leases say."""
     resubmit: list[str] = []
     with factory() as s, s.begin():
         for job in s.scalars(select(Job).where(Job.status.in_(("queued", "running")))):
@@ -463,6 +591,7 @@ def recover(factory: sessionmaker[Session], runner: JobRunner) -> list[str]:
                     job.message = "interrupted by a service restart; retrying"
                 job.status = "queued"
                 resubmit.append(job.id)
+            job.lease_owner, job.lease_expires_at = None, None
             job.updated_at = utcnow()
     for job_id in resubmit:
         runner.submit(job_id)

@@ -60,13 +60,18 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class LoginThrottle(Base):
-    """Failed logins per normalised email (also for unknown emails, so lockout reveals nothing)."""
+class LoginFailures(Base):
+    """Failed sign-ins per (normalised email, client address), and per client address over
+    all emails: ``key`` is the SHA-256 of ``"<email>|<client>"`` or ``"*|<client>"`` (no
+    address or email stored in the clear). Unknown emails count the same way, so a lockout
+    reveals nothing; a lockout locks out that client only, never the account's owner elsewhere.
+    ``lockouts`` doubles the next lockout's length (backoff)."""
 
-    __tablename__ = "login_throttle"
+    __tablename__ = "login_failures"
 
-    email: Mapped[str] = mapped_column(String(320), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
+    lockouts: Mapped[int] = mapped_column(Integer, default=0)
     window_start: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
@@ -98,6 +103,7 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # None: never
 
 
 class UsageCounter(Base):
@@ -132,6 +138,9 @@ class Job(Base):
     result_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Who runs it (a process's instance id) and until when, renewed by its heartbeat.
+    lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -10,11 +10,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 _EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$"
 
 
+def _not_bool(v: Any) -> Any:
+    """JSON ``true`` is not a number here (pydantic's lax mode would read it as 1)."""
+    if isinstance(v, bool):
+        raise ValueError("a number is needed, not true or false")
+    return v
+
+
 class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: str = Field(pattern=_EMAIL, max_length=320, examples=["user@example.com"])
     username: str = Field(pattern=r"^[A-Za-z0-9_.-]{3,64}$", examples=["musicproducer"])
-    password: str = Field(min_length=1, max_length=1024, examples=["SecurePass123"])
+    password: str = Field(min_length=12, max_length=128, examples=["SecurePass123"],
+                          description="12 to 128 characters of any kind; not a common password")  # fmt: skip
     full_name: str = Field(default="", max_length=200, examples=["Music Producer"])
 
     @field_validator("email")
@@ -56,6 +64,11 @@ class TokenPair(BaseModel):
 class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650,
+                                        description="the key stops working this many days from now; omit: never")  # fmt: skip
+
+
+    _no_bool = field_validator("expires_in_days", mode="before")(lambda v: _not_bool(v))
 
 
 class ApiKeyPublic(BaseModel):
@@ -65,6 +78,7 @@ class ApiKeyPublic(BaseModel):
     created_at: datetime
     last_used_at: datetime | None
     revoked: bool
+    expires_at: datetime | None = None
 
 
 class ApiKeyCreated(ApiKeyPublic):
@@ -76,8 +90,10 @@ class GenerateRequest(BaseModel):
     prompt: str = Field(min_length=1, max_length=2000, examples=["Create upbeat jazz music with saxophone"])
     genre: str | None = Field(default=None, max_length=64, examples=["jazz"])
     mood: str | None = Field(default=None, max_length=64, examples=["upbeat"])
-    duration: float = Field(default=30, gt=0, le=600, description="seconds", examples=[60])
+    duration: float = Field(default=30, ge=1, le=600, description="seconds", examples=[60])
     style: str = Field(default="balanced", max_length=32, examples=["professional"])
+
+    _no_bool = field_validator("duration", mode="before")(lambda v: _not_bool(v))
 
 
 class JobError(BaseModel):
@@ -151,10 +167,13 @@ class ProjectDeleted(BaseModel):
 
 class RevisionPush(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    base_revision: int = Field(ge=0, description="the revision this edit started from")
+    base_revision: int = Field(ge=0, strict=True, description="the revision this edit started from")
     project: dict[str, Any] = Field(description="project.json")
-    media: dict[str, str] = Field(default_factory=dict,
-                                  description="relative media name -> SHA-256 of its blob")  # fmt: skip
+    media: dict[str, str] = Field(
+        default_factory=dict, description="relative media name -> SHA-256 of its blob (uploaded first)",
+        json_schema_extra={"propertyNames": {"pattern": r"^(?:media|renders)(?:/[A-Za-z0-9 _()+,-][A-Za-z0-9 _.()+,-]*)+$"},
+                           "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+    )  # fmt: skip
 
 
 class RevisionPublic(BaseModel):

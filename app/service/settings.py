@@ -53,6 +53,14 @@ class Settings:
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 30 * 24 * 3600
     max_upload_bytes: int = 200 * 1024 * 1024
+    # What an uploaded file may decode to, read from its header before anything is decoded.
+    max_audio_seconds: float = 60 * 60.0  # MAX_AUDIO_MINUTES
+    max_audio_channels: int = 8
+    max_sample_rate: int = 192_000
+    # A job's budget: scratch bytes under its temp folder, and wall-clock seconds.
+    job_scratch_bytes: int = 4 << 30  # JOB_SCRATCH_MB
+    job_time_limit_s: float = 1800.0
+    job_lease_s: float = 60.0  # JOB_LEASE_S: a running job's lease, renewed by its runner's heartbeat
     cors_origins: tuple[str, ...] = ()
     burst_per_minute: int = 60
     job_backend: str = "local"  # local (thread pool in this process) | celery (remote workers)
@@ -62,6 +70,8 @@ class Settings:
     job_files_days: float = 30.0  # finished jobs' stored input/result kept this long; 0: forever
     model_device: str = ""  # the model worker's device (AMC_DEVICE); empty: CUDA > MPS > CPU
     celery_visibility_timeout_s: int = 3600
+    register_per_client_per_hour: int = 20  # REGISTER_PER_CLIENT_PER_HOUR (remote mode); 0: no limit
+    metrics_token: str = ""  # METRICS_TOKEN: /metrics needs it as a bearer token; unset: loopback only
     login_max_failures: int = 5
     login_lockout_s: int = 900
     auto_migrate: bool = True
@@ -90,6 +100,10 @@ class Settings:
             raise SettingsError("WEB_CONCURRENCY > 1 needs MODE=remote, JOB_BACKEND=celery and PostgreSQL")
         if self.job_files_days < 0:
             raise SettingsError(f"JOB_FILES_RETENTION_DAYS must be 0 (keep) or more, got {self.job_files_days:g}")
+        if min(self.max_audio_seconds, self.max_audio_channels, self.max_sample_rate) <= 0:
+            raise SettingsError("MAX_AUDIO_MINUTES, MAX_AUDIO_CHANNELS and MAX_SAMPLE_RATE must be positive")
+        if self.job_scratch_bytes <= 0 or self.job_time_limit_s <= 0 or self.job_lease_s <= 0:
+            raise SettingsError("JOB_SCRATCH_MB, JOB_TIME_LIMIT_S and JOB_LEASE_S must be positive")
         if self.db_threads < 1:
             raise SettingsError(f"DB_THREADS must be at least 1, got {self.db_threads}")
         if self.job_backend == "celery" and not self.redis_url:
@@ -146,6 +160,12 @@ class Settings:
             access_token_ttl_s=int(env.get("ACCESS_TOKEN_TTL_S", "900")),
             refresh_token_ttl_s=int(env.get("REFRESH_TOKEN_TTL_S", str(30 * 24 * 3600))),
             max_upload_bytes=int(float(env.get("MAX_UPLOAD_MB", "200")) * 1024 * 1024),
+            max_audio_seconds=float(env.get("MAX_AUDIO_MINUTES", "60")) * 60.0,
+            max_audio_channels=int(env.get("MAX_AUDIO_CHANNELS", "8")),
+            max_sample_rate=int(env.get("MAX_SAMPLE_RATE", "192000")),
+            job_scratch_bytes=int(float(env.get("JOB_SCRATCH_MB", "4096")) * 1024 * 1024),
+            job_time_limit_s=float(env.get("JOB_TIME_LIMIT_S", "1800")),
+            job_lease_s=float(env.get("JOB_LEASE_S", "60")),
             cors_origins=cors,
             burst_per_minute=int(env.get("RATE_BURST_PER_MINUTE", "60")),
             job_backend=env.get("JOB_BACKEND", "local").strip().lower(),
@@ -155,6 +175,8 @@ class Settings:
             job_files_days=float(env.get("JOB_FILES_RETENTION_DAYS", "30")),
             model_device=env.get("AMC_DEVICE", "").strip(),
             celery_visibility_timeout_s=int(env.get("CELERY_VISIBILITY_TIMEOUT_S", "3600")),
+            register_per_client_per_hour=int(env.get("REGISTER_PER_CLIENT_PER_HOUR", "20")),
+            metrics_token=env.get("METRICS_TOKEN", "").strip(),
             login_max_failures=int(env.get("LOGIN_MAX_FAILURES", "5")),
             login_lockout_s=int(env.get("LOGIN_LOCKOUT_S", "900")),
             auto_migrate=_bool(env.get("AUTO_MIGRATE", "true" if mode == "embedded" else "false")),

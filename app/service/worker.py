@@ -13,13 +13,14 @@ again (after ``CELERY_VISIBILITY_TIMEOUT_S``) and retried; ``run_job`` fails it 
 from __future__ import annotations
 
 import sys
+import time
 from functools import cache
 
 from celery import Celery
 from celery.signals import worker_process_shutdown
 
 from app.service import db
-from app.service.jobs import ModelChain, run_job
+from app.service.jobs import ModelChain, job_budget, run_job
 from app.service.settings import Settings
 from app.service.storage import make_storage
 
@@ -77,8 +78,16 @@ def _close_chain(**_: object) -> None:
 
 
 def _run(job_id: str) -> str:
-    _settings, factory, storage, chain = _worker_state()
-    return run_job(job_id, factory, storage, chain)  # type: ignore[arg-type]
+    settings, factory, storage, chain = _worker_state()
+    budget = job_budget(settings)
+    # A task delivered again while the worker that had it may still be alive (the visibility
+    # timeout is shorter than the job): wait for that worker's lease to run out, then take it.
+    for _ in range(4):
+        state = run_job(job_id, factory, storage, chain, budget)  # type: ignore[arg-type]
+        if state != "leased":
+            return state
+        time.sleep(budget.lease_s / 2)
+    return state
 
 
 class CeleryJobRunner:

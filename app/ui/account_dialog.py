@@ -158,8 +158,8 @@ def _guard(fn: Any) -> Any:
 def _service_message(e: AccountError) -> str:
     if e.code == "invalid_credentials":
         return "Wrong email or password."
-    if e.code == "already_registered":
-        return "That email or username is already registered: sign in instead."
+    if e.code in ("already_registered", "registration_not_signed_in"):
+        return "That email or username is already registered: sign in instead, or choose another."
     if e.code == "weak_password":
         return f"Choose a stronger password: {e.body.get('detail', e)}."
     if e.status == 422 and e.body.get("errors"):
@@ -747,8 +747,17 @@ class AccountDialog(QDialog):
             base = _server_url(kind, url)
             client = AccountClient(base, session=session)
             if create:
+                # The service answers a registration the same way whether or not the email is
+                # taken (it reveals no accounts): a taken one shows as the sign-in failing.
                 client.register(email, username, password, "")
-            client.login(email, password)
+                try:
+                    client.login(email, password)
+                except AccountError as e:
+                    if e.code != "invalid_credentials":
+                        raise
+                    raise AccountError(str(e), status=e.status, code="registration_not_signed_in") from None
+            else:
+                client.login(email, password)
             return {**_account_info(client, kind, projects=True), "_client": client}
 
         self._say("Creating your account…" if create else "Signing in…")

@@ -159,6 +159,7 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
     users: list[dict[str, str]] = field(default_factory=list)
+    log_level: str = "warning"  # "info": uvicorn's access log too
 
     def client(self, **kw: object) -> httpx.Client:
         return httpx.Client(base_url=self.base, timeout=60, **kw)  # type: ignore[arg-type]
@@ -184,7 +185,7 @@ class Server:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "--factory", "app.service.app:app_from_env",
-                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                 "--host", "127.0.0.1", "--port", str(port), "--log-level", self.log_level,
                  "--timeout-keep-alive", "60"],
                 cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -211,7 +212,7 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(kind: str, request: pytest.FixtureRequest, **env: str) -> Iterator[Server]:
+def running_server(kind: str, request: pytest.FixtureRequest, log_level: str = "warning", **env: str) -> Iterator[Server]:
     folder = Path(tempfile.mkdtemp(prefix="amc-svc-"))
     url = new_database(kind, folder, request)
     storage = folder / "storage"
@@ -220,9 +221,10 @@ def running_server(kind: str, request: pytest.FixtureRequest, **env: str) -> Ite
         "MODE": "remote", "DATABASE_URL": url, "SECRET_KEY": secrets.token_urlsafe(48),
         "STORAGE_PROVIDER": "local", "STORAGE_DIR": str(storage), "AMC_HOME": str(folder / "home"),
         "AUTO_MIGRATE": "false", "RATE_BURST_PER_MINUTE": "1000", "JOB_WORKERS": "1",
+        "REGISTER_PER_CLIENT_PER_HOUR": "0",  # tests register many users from 127.0.0.1
         **env,
     }  # fmt: skip
-    srv = Server(f"http://127.0.0.1:{free_port()}", url, storage, full_env)
+    srv = Server(f"http://127.0.0.1:{free_port()}", url, storage, full_env, log_level=log_level)
     srv.start()
     try:
         yield srv

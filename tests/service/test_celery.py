@@ -67,7 +67,7 @@ def test_jobs_run_on_celery_workers_and_survive_a_killed_worker(kind: str, redis
                                                                 request: pytest.FixtureRequest):  # fmt: skip
     short, long = write_mix(tmp_path / "short.wav", 6.0), write_mix(tmp_path / "long.wav", 180.0)
     with running_server(kind, request, JOB_BACKEND="celery", REDIS_URL=redis_url,
-                        CELERY_VISIBILITY_TIMEOUT_S="3") as srv:  # fmt: skip
+                        CELERY_VISIBILITY_TIMEOUT_S="3", JOB_LEASE_S="6") as srv:  # fmt: skip
         u = srv.register()
         worker = Worker(srv)
         try:

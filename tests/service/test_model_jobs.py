@@ -64,9 +64,9 @@ def _upload(c: httpx.Client, user: dict[str, str], path: Path, **form: str) -> h
 
 
 def _events(srv: Server, user: dict[str, str], job: dict) -> list[dict]:
-    url = srv.base.replace("http", "ws") + job["websocket_url"] + f"?token={user['access']}"
+    url = srv.base.replace("http", "ws") + job["websocket_url"]
     events: list[dict] = []
-    with connect(url, open_timeout=10) as ws:
+    with connect(url, open_timeout=10, additional_headers={"Authorization": f"Bearer {user['access']}"}) as ws:
         for raw in ws:
             events.append(json.loads(raw))
             if events[-1]["type"] == "done":

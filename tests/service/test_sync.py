@@ -114,3 +114,15 @@ def test_storage_quota_per_tier(request: pytest.FixtureRequest):
             assert r.status_code == 413 and r.json()["code"] == "storage_quota_exceeded"
             usage = c.get("/api/v1/usage", headers=h).json()
             assert usage["storage_bytes"] == 6000 and usage["storage_limit_bytes"] == 10485
+
+
+def test_a_revision_number_out_of_range_is_422_not_500(server: Server):
+    """Found by schemathesis: a number past 64 bits overflowed the database driver (500)."""
+    u = server.register()
+    h = auth(u)
+    with server.client() as c:
+        pid = c.post("/api/v1/sync/projects", headers=h, json={"name": "Range.amcproj"}).json()["id"]
+        for n in ("-277057578437108662272", str(2**40), "-1"):
+            r = c.get(f"/api/v1/sync/projects/{pid}/revisions/{n}", headers=h)
+            assert r.status_code == 422, (n, r.status_code, r.text)
+        assert c.get(f"/api/v1/sync/projects/{pid}/revisions/5", headers=h).status_code == 404

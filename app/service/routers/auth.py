@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from fastapi import APIRouter, Response
-from sqlalchemy import select, update
+from fastapi import APIRouter, Request, Response
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from app.service import security
 from app.service.deps import CommittingRoute, CurrentUser, SessionDep, SettingsDep
 from app.service.errors import ApiError, not_found
-from app.service.models import ApiKey, LoginThrottle, RefreshToken, User, new_id
+from app.service.models import ApiKey, LoginFailures, RefreshToken, User, new_id
 from app.service.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -37,70 +38,150 @@ def _aware(t: datetime | None) -> datetime | None:
     return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
 
 
-@router.post("/register", status_code=201, response_model=UserPublic)
-def register(body: UserCreate, session: SessionDep) -> UserPublic:
+@router.post("/register", status_code=201, response_model=UserPublic,
+             responses={422: {"description": "invalid fields, or a password under the policy"},
+                        429: {"description": "too many registrations from this client address"}})  # fmt: skip
+def register(body: UserCreate, request: Request, settings: SettingsDep) -> UserPublic:
+    """Create an account. The same answer and the same work (one argon2 hash, one insert
+    attempt) whether or not the email or username is taken: a taken one gets a 201 that
+    looks the same and creates nothing, so the endpoint cannot be used to find who has an
+    account. The password is hashed before any transaction starts (SQLite's write lock is
+    held for the insert only)."""
     try:
         security.check_password_policy(body.password, email=body.email, username=body.username)
     except security.PasswordPolicyError as e:
         raise ApiError(422, "weak_password", str(e)) from None
-    taken = session.scalar(select(User.id).where(
-        (User.email == body.email) | (User.username == body.username)))  # fmt: skip
-    if taken:
-        raise ApiError(409, "already_registered", "that email or username is already registered")
-    user = User(email=body.email, username=body.username, full_name=body.full_name,
-                password_hash=security.hash_password(body.password))  # fmt: skip
-    session.add(user)
-    try:
-        session.flush()
-    except IntegrityError:  # a concurrent registration won the race
-        raise ApiError(409, "already_registered", "that email or username is already registered") from None
+    _count_registration(request, settings)
+    user = User(id=new_id(), email=body.email, username=body.username, full_name=body.full_name,
+                password_hash=security.hash_password(body.password), tier="free", role="user",
+                is_active=True, created_at=datetime.now(UTC))  # fmt: skip
+    with request.app.state.sessionmaker() as session:
+        taken = session.scalar(select(User.id).where((User.email == body.email) | (User.username == body.username)))
+        if taken is None:
+            session.add(user)
+            try:
+                session.commit()
+            except IntegrityError:  # a concurrent registration won the race: the same answer
+                session.rollback()
     return user_public(user)
 
 
-def issue_tokens(session: SessionDep, settings: Settings, user: User, family_id: str | None = None) -> TokenPair:
-    access, ttl = security.make_access_token(user.id, settings.secret_key, settings.access_token_ttl_s)
+def _count_registration(request: Request, settings: Settings) -> None:
+    """Each registration costs an argon2 hash (64 MiB, ~0.1 s of CPU): a remote service takes
+    REGISTER_PER_CLIENT_PER_HOUR from one client address, then locks that address out for a
+    minute, doubling (the embedded service's only client is its own user)."""
+    limit = settings.register_per_client_per_hour
+    if settings.mode != "remote" or limit <= 0:
+        return
+    key, now = security.token_hash(f"register|{_client(request)}"), datetime.now(UTC)
+    with request.app.state.read_sessionmaker() as s:
+        wait = _locked_for_s(s.get(LoginFailures, key), now)
+    if wait:
+        raise ApiError(429, "rate_limited", f"too many registrations from this address; try again in {wait} s",
+                       headers={"Retry-After": str(wait)})  # fmt: skip
+    with request.app.state.sessionmaker() as session:
+        for attempt in range(3):
+            try:
+                _count_failure(session, key, now, limit, 3600, 3600)
+                session.commit()
+                return
+            except IntegrityError:  # a concurrent registration created the row first
+                session.rollback()
+                if attempt == 2:
+                    raise
+
+
+def issue_tokens(session: Session, settings: Settings, user: User, family_id: str | None = None) -> TokenPair:
+    family_id = family_id or new_id()
+    access, ttl = security.make_access_token(user.id, settings.secret_key, settings.access_token_ttl_s,
+                                             session_id=family_id)  # fmt: skip
     refresh = security.new_refresh_token()
-    session.add(RefreshToken(user_id=user.id, family_id=family_id or new_id(),
+    session.add(RefreshToken(user_id=user.id, family_id=family_id,
                              token_hash=security.token_hash(refresh),
                              expires_at=datetime.now(UTC) + timedelta(seconds=settings.refresh_token_ttl_s)))  # fmt: skip
     return TokenPair(access_token=access, refresh_token=refresh, expires_in=ttl, user=user_public(user))
 
 
-def _locked_for_s(row: LoginThrottle | None, now: datetime) -> int:
+#: Failures from one client address over all emails before that address is locked out.
+CLIENT_MAX_FAILURES = 50
+#: The first lockout of a (email, client) pair lasts this long; each next one twice as long,
+#: up to LOGIN_LOCKOUT_S.
+FIRST_LOCKOUT_S = 60
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _throttle_keys(email: str, client: str) -> tuple[str, str]:
+    return security.token_hash(f"{email}|{client}"), security.token_hash(f"*|{client}")
+
+
+def _locked_for_s(row: LoginFailures | None, now: datetime) -> int:
     until = _aware(row.locked_until) if row else None
     return int((until - now).total_seconds()) + 1 if until and until > now else 0
 
 
-@router.post("/login", response_model=TokenPair)
-def login(body: LoginRequest, session: SessionDep, settings: SettingsDep) -> TokenPair:
+def _count_failure(session: Session, key: str, now: datetime, max_failures: int, window_s: int, max_lock_s: int) -> None:
+    row = session.get(LoginFailures, key, with_for_update=True)
+    if row is None:
+        row = LoginFailures(key=key, failures=0, lockouts=0, window_start=now)
+        session.add(row)
+    if now - (_aware(row.window_start) or now) > timedelta(seconds=window_s):
+        row.failures, row.window_start = 0, now
+    row.failures += 1
+    if row.failures >= max_failures:
+        lock_s = min(max_lock_s, FIRST_LOCKOUT_S * 2 ** min(row.lockouts, 16))
+        row.locked_until, row.failures, row.window_start = now + timedelta(seconds=lock_s), 0, now
+        row.lockouts += 1
+
+
+@router.post("/login", response_model=TokenPair,
+             responses={401: {"description": "wrong email or password"},
+                        429: {"description": "too many failed sign-ins from this client"}})  # fmt: skip
+def login(body: LoginRequest, request: Request, response: Response, settings: SettingsDep) -> TokenPair:
+    """Sign in. Failed attempts are counted per (email, client address) and per client
+    address: after LOGIN_MAX_FAILURES that client is locked out of that account for a
+    minute, doubling with each lockout (the owner signing in from elsewhere is not), and a
+    client failing on many accounts is locked out of all. The password is verified outside
+    any transaction; the counters are written in a short one afterwards."""
+    response.headers["Cache-Control"] = "no-store"
     email = body.email.strip().lower()
     now = datetime.now(UTC)
-    # Row lock (PostgreSQL) / write lock (SQLite BEGIN IMMEDIATE): concurrent guesses count exactly.
-    row = session.scalar(select(LoginThrottle).where(LoginThrottle.email == email).with_for_update())
-    wait = _locked_for_s(row, now)
+    pair_key, client_key = _throttle_keys(email, _client(request))
+    with request.app.state.read_sessionmaker() as s:
+        rows = {r.key: r for r in s.scalars(select(LoginFailures).where(LoginFailures.key.in_([pair_key, client_key])))}
+        user = s.scalar(select(User).where(User.email == email))
+    wait = max(_locked_for_s(rows.get(pair_key), now), _locked_for_s(rows.get(client_key), now))
     if wait:
         raise ApiError(429, "account_locked",
                        f"too many failed sign-ins; try again in {wait} s", headers={"Retry-After": str(wait)})  # fmt: skip
-    user = session.scalar(select(User).where(User.email == email))
-    ok = security.verify_password(user.password_hash if user else None, body.password)
-    if not ok or user is None or not user.is_active:
-        if row is None:
-            row = LoginThrottle(email=email, failures=0, window_start=now)
-            session.add(row)
-        if now - (_aware(row.window_start) or now) > timedelta(seconds=settings.login_lockout_s):
-            row.failures, row.window_start = 0, now
-        row.failures += 1
-        if row.failures >= settings.login_max_failures:
-            row.locked_until, row.failures, row.window_start = now + timedelta(seconds=settings.login_lockout_s), 0, now
-        session.commit()  # the failure counts even though we answer with an error
-        raise ApiError(401, "invalid_credentials", "wrong email or password")
-    if row is not None:
-        session.delete(row)
-    return issue_tokens(session, settings, user)
+    ok = security.verify_password(user.password_hash if user else None, body.password)  # ~0.1 s, no lock held
+    with request.app.state.sessionmaker() as session:
+        if not ok or user is None or not user.is_active:
+            for attempt in range(3):
+                try:
+                    _count_failure(session, pair_key, now, settings.login_max_failures, settings.login_lockout_s,
+                                   settings.login_lockout_s)  # fmt: skip
+                    _count_failure(session, client_key, now, CLIENT_MAX_FAILURES, settings.login_lockout_s,
+                                   settings.login_lockout_s)  # fmt: skip
+                    session.commit()
+                    break
+                except IntegrityError:  # a concurrent failure created the row first: count on it
+                    session.rollback()
+                    if attempt == 2:
+                        raise
+            raise ApiError(401, "invalid_credentials", "wrong email or password")
+        if pair_key in rows:
+            session.execute(delete(LoginFailures).where(LoginFailures.key == pair_key))
+        tokens = issue_tokens(session, settings, user)
+        session.commit()
+    return tokens
 
 
-@router.post("/refresh", response_model=TokenPair)
-def refresh(body: RefreshRequest, session: SessionDep, settings: SettingsDep) -> TokenPair:
+@router.post("/refresh", response_model=TokenPair, responses={401: {"description": "invalid, expired, revoked or reused"}})
+def refresh(body: RefreshRequest, response: Response, session: SessionDep, settings: SettingsDep) -> TokenPair:
+    response.headers["Cache-Control"] = "no-store"
     digest = security.token_hash(body.refresh_token)
     row = session.scalar(select(RefreshToken).where(RefreshToken.token_hash == digest).with_for_update())
     now = datetime.now(UTC)
@@ -125,7 +206,9 @@ def refresh(body: RefreshRequest, session: SessionDep, settings: SettingsDep) ->
 
 @router.post("/logout", status_code=204)
 def logout(body: RefreshRequest, session: SessionDep) -> Response:
-    """Revoke the sign-in (the refresh token's whole family). Unknown tokens are ignored."""
+    """Revoke the sign-in: the refresh token's whole family, and with it every access token
+    issued to this sign-in (they carry its id; the token check finds it revoked). Unknown
+    tokens are ignored."""
     digest = security.token_hash(body.refresh_token)
     row = session.scalar(select(RefreshToken).where(RefreshToken.token_hash == digest))
     if row is not None:
@@ -141,14 +224,16 @@ async def me(user: CurrentUser) -> UserPublic:  # no I/O of its own: no second t
 
 
 def _key_public(k: ApiKey, cls: type[ApiKeyPublic] = ApiKeyPublic, **extra: str) -> ApiKeyPublic:
-    return cls(id=k.id, name=k.name, prefix=k.prefix, created_at=k.created_at,
-               last_used_at=k.last_used_at, revoked=k.revoked_at is not None, **extra)  # fmt: skip
+    return cls(id=k.id, name=k.name, prefix=k.prefix, created_at=k.created_at, last_used_at=k.last_used_at,
+               revoked=k.revoked_at is not None, expires_at=k.expires_at, **extra)  # fmt: skip
 
 
 @router.post("/api-keys", status_code=201, response_model=ApiKeyCreated)
 def create_api_key(body: ApiKeyCreate, user: CurrentUser, session: SessionDep) -> ApiKeyPublic:
     secret = security.new_api_key()
-    k = ApiKey(user_id=user.id, name=body.name, prefix=secret[:12], key_hash=security.token_hash(secret))
+    expires = datetime.now(UTC) + timedelta(days=body.expires_in_days) if body.expires_in_days else None
+    k = ApiKey(user_id=user.id, name=body.name, prefix=secret[:12], key_hash=security.token_hash(secret),
+               expires_at=expires)  # fmt: skip
     session.add(k)
     session.flush()
     return _key_public(k, ApiKeyCreated, key=secret)

@@ -9,8 +9,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from app.service import SERVICE_VERSION
+from app.service import SERVICE_VERSION, security
 from app.service.deps import CommittingRoute
+from app.service.errors import ApiError
 
 router = APIRouter(tags=["health"], route_class=CommittingRoute)
 
@@ -31,6 +32,18 @@ def health(request: Request) -> Any:
     return JSONResponse(body, status_code=200 if db == "ok" else 503)
 
 
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
+    """Prometheus metrics: with ``METRICS_TOKEN`` set, for ``Authorization: Bearer <it>`` only;
+    without one, for clients on this machine only (the embedded service, a local scraper)."""
+    wanted = request.app.state.settings.metrics_token
+    if wanted:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not security.same(given.strip(), wanted):
+            raise ApiError(401, "not_authenticated", "metrics need the metrics token", headers={"WWW-Authenticate": "Bearer"})
+    elif not (request.client and request.client.host.startswith(_LOOPBACK)):
+        raise ApiError(404, "not_found", "Not Found")
     return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)

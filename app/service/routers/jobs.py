@@ -96,28 +96,69 @@ def cancel_job(job_id: str, request: Request, user: CurrentUser, session: Sessio
     return job_public(job, request)
 
 
+#: The WebSocket subprotocol that carries a credential: offer ``["amc.bearer", <token>]``.
+WS_AUTH_PROTOCOL = "amc.bearer"
+#: How long an open socket waits for ``{"type": "auth", "token": ...}`` as its first message.
+WS_AUTH_TIMEOUT_S = 10.0
+
+
+def _ws_credential(websocket: WebSocket) -> tuple[str, bool]:
+    """The credential of the handshake: the Authorization header, or the token offered after
+    the ``amc.bearer`` subprotocol; and whether it came as a subprotocol (the answer must
+    then select ``amc.bearer``). Never the URL: query strings land in access logs."""
+    auth = websocket.headers.get("authorization", "")
+    if auth.lower().startswith("bearer ") and auth[7:].strip():
+        return auth[7:].strip(), False
+    offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")]
+    if WS_AUTH_PROTOCOL in offered:
+        i = offered.index(WS_AUTH_PROTOCOL)
+        if i + 1 < len(offered) and offered[i + 1]:
+            return offered[i + 1], True
+    return "", False
+
+
 @router.websocket("/{job_id}/ws")
 async def job_events(websocket: WebSocket, job_id: str) -> None:
     """Progress events as JSON: ``{"type": "progress"|"done", "job": {...JobPublic}}``.
-    Authenticate with ``?token=<access token or API key>`` or an Authorization header."""
-    app = websocket.app
-    auth = websocket.headers.get("authorization", "")
-    credential = websocket.query_params.get("token") or (auth[7:].strip() if auth.lower().startswith("bearer ") else "")
 
-    def snapshot() -> dict[str, Any] | None:  # every WS_POLL_S: on the read-only engine
+    Authenticate with an ``Authorization: Bearer`` header, with the subprotocols
+    ``["amc.bearer", "<access token or API key>"]`` (browsers; the server selects
+    ``amc.bearer``), or, with neither, by sending ``{"type": "auth", "token": "..."}`` as the
+    first message within 10 s. A credential in the URL (``?token=``) is refused: URLs are
+    logged. An unknown job, another user's job and a bad token all close with code 4404."""
+    app = websocket.app
+    if "token" in websocket.query_params or "api_key" in websocket.query_params:
+        await websocket.close(code=4400, reason="send the token in a header, a subprotocol or the first message")
+        return
+    credential, by_protocol = _ws_credential(websocket)
+
+    def snapshot(cred: str) -> dict[str, Any] | None:  # every WS_POLL_S: on the read-only engine
         with app.state.read_sessionmaker() as s:
-            user = user_for_credential(s.connection(), app.state.settings, credential) if credential else None
+            user = user_for_credential(s.connection(), app.state.settings, cred) if cred else None
             job = s.get(Job, job_id) if user is not None and len(job_id) <= 32 else None
             if job is None or user is None or job.user_id != user.id:
                 return None
             return job_public(job).model_dump(mode="json")
 
-    first = await run_in_threadpool(snapshot)
-    if first is None:
-        # 4404: closed before accept; the same answer for "no such job", "not yours", "bad token".
-        await websocket.close(code=4404)
-        return
-    await websocket.accept()
+    if credential:
+        first = await run_in_threadpool(snapshot, credential)
+        if first is None:
+            # 4404: closed before accept; the same answer for "no such job", "not yours", "bad token".
+            await websocket.close(code=4404)
+            return
+        await websocket.accept(subprotocol=WS_AUTH_PROTOCOL if by_protocol else None)
+    else:
+        await websocket.accept()
+        try:
+            message = await asyncio.wait_for(websocket.receive_json(), WS_AUTH_TIMEOUT_S)
+        except (TimeoutError, ValueError, KeyError, WebSocketDisconnect):
+            message = None
+        token = message.get("token") if isinstance(message, dict) and message.get("type") == "auth" else None
+        credential = token if isinstance(token, str) and len(token) <= 4096 else ""
+        first = await run_in_threadpool(snapshot, credential) if credential else None
+        if first is None:
+            await websocket.close(code=4404)
+            return
     last: dict[str, Any] | None = None
     current: dict[str, Any] | None = first
     try:
@@ -129,7 +170,7 @@ async def job_events(websocket: WebSocket, job_id: str) -> None:
                     break
                 last = current
             await asyncio.sleep(WS_POLL_S)
-            current = await run_in_threadpool(snapshot)
+            current = await run_in_threadpool(snapshot, credential)
         await websocket.close()
     except WebSocketDisconnect:
         pass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,11 +11,11 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from app.service import quota
+from app.service import quota, scratch
 from app.service.deps import (
     CommittingRoute,
+    CurrentUser,
     OptionalUser,
-    QuotaUser,
     SessionDep,
     SettingsDep,
     StorageDep,
@@ -31,6 +30,7 @@ from app.service.models import Job, new_id, utcnow
 from app.service.quota import QuotaDecision
 from app.service.routers.jobs import job_public
 from app.service.schemas import GenerateRequest, JobPublic
+from app.service.settings import Settings
 from app.service.storage import key
 
 router = APIRouter(prefix="/music", tags=["music"], route_class=CommittingRoute)
@@ -143,11 +143,16 @@ async def generate(body: GenerateRequest, request: Request, response: Response, 
     return job
 
 
-@router.post("/process-file", status_code=202, response_model=JobPublic)
+@router.post("/process-file", status_code=202, response_model=JobPublic,
+             responses={413: {"description": "the file is over the upload limit"},
+                        415: {"description": "not audio this service can read, or damaged"},
+                        422: {"description": "a field is invalid, or the audio is over the duration, "
+                                             "channel or sample-rate limits"},
+                        429: {"description": "the quota or the burst limit is used up"}})  # fmt: skip
 def process_file(
     request: Request,
-    user: QuotaUser,
-    session: SessionDep,
+    response: Response,
+    user: CurrentUser,
     settings: SettingsDep,
     storage: StorageDep,
     file: Annotated[UploadFile, File(description="audio: WAV, FLAC, AIFF, OGG, MP3")],
@@ -161,7 +166,12 @@ def process_file(
 ) -> JobPublic:
     """Upload audio and queue processing. ``master`` runs the engine's mastering chain;
     ``enhance`` (ACES slot -> mastering) and ``style_transfer`` (Jukebox slot, needs
-    ``target_genre`` -> gates -> mastering) run the model chain."""
+    ``target_genre`` -> gates -> mastering) run the model chain.
+
+    Everything is checked before the request counts against the quota: the fields, the
+    file's size, and its header (container, duration, channels, sample rate) and first and
+    last frames, read without decoding the rest. A refused upload is neither stored nor
+    charged."""
     choices = _engine_choices()
     if operation not in FILE_OPERATIONS:
         raise ApiError(
@@ -183,16 +193,44 @@ def process_file(
     params = {"operation": operation, "style": style, "enhancement_level": enhancement_level,
               "target_genre": target_genre, "target": target,
               "filename": (file.filename or "")[:200]}  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="amc-upload-") as tmp:
+    with scratch.temp_dir("upload") as tmp:
         path = Path(tmp) / "upload"
         _receive(file, path, settings.max_upload_bytes)
-        ext = _sniff_audio(path)
-        job = _new_job(session, user.id, "process-file", operation, params, input_ext=ext)
+        ext = check_audio(path, settings)
+        job, row = _job_row(user.id, "process-file", operation, params, input_ext=ext)
         assert job.input_key is not None
+        # Stored before the job row exists (no transaction spans the copy); a process killed
+        # in between leaves a folder with no job, which the start-up sweep removes.
         storage.put_file(job.input_key, path)
-    session.commit()  # the runner reads the job from another session
+    try:
+        decision = _charge_and_insert(request, settings, user.id, user.tier, row)
+    except BaseException:
+        storage.delete(job.input_key)
+        raise
+    if not decision.allowed:
+        storage.delete(job.input_key)
+    refuse_if_limited(user, decision)
+    rate_limit_headers(decision, response)
     request.app.state.runner.submit(job.id)
     return job_public(job, request)
+
+
+def _charge_and_insert(request: Request, settings: Settings, user_id: str, tier: str,
+                       row: dict[str, Any]) -> QuotaDecision:  # fmt: skip
+    """Count the request against the quota and insert its job, in one transaction: a job is
+    never without its count, a count never without its job (a refused request's count stands)."""
+    daily, burst = settings.tier_daily_requests.get(tier, 0), settings.burst_per_minute
+    engine = request.app.state.engine
+    if engine.dialect.name == "postgresql" and daily > 0 and burst > 0:
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            return quota.consume_and_insert(conn, user_id, Job.__table__, row, daily_limit=daily, burst_limit=burst)
+    with request.app.state.sessionmaker() as session:
+        decision = quota.consume(session, user_id, daily_limit=daily, burst_limit=burst)
+        if decision.allowed:
+            session.connection().execute(_INSERT_JOB, row)
+        session.commit()
+    return decision
 
 
 def _receive(upload: UploadFile, dest: Path, limit: int) -> None:
@@ -208,17 +246,46 @@ def _receive(upload: UploadFile, dest: Path, limit: int) -> None:
         os.fsync(f.fileno())
 
 
-def _sniff_audio(path: Path) -> str:
-    """The container's extension if libsndfile can read the file as audio, else 415."""
+#: Frames decoded at the start and at the end of an upload to prove it is readable.
+_PROBE_FRAMES = 4096
+
+
+def check_audio(path: Path, settings: Settings) -> str:
+    """The container's extension if libsndfile reads ``path`` as audio within the limits,
+    else 415 (not audio, damaged) or 422 (too long, too many channels, odd sample rate).
+    The limits are read from the header; only the first and last frames are decoded."""
     import soundfile as sf
 
+    unreadable = ApiError(415, "unsupported_media_type",
+                          "the file is not audio this service can read (WAV, FLAC, AIFF, OGG, MP3)")  # fmt: skip
     try:
         info = sf.info(str(path))
     except Exception:
-        raise ApiError(415, "unsupported_media_type",
-                       "the file is not audio this service can read (WAV, FLAC, AIFF, OGG, MP3)") from None  # fmt: skip
-    if info.frames <= 0 or info.samplerate <= 0:
+        raise unreadable from None
+    if info.frames <= 0 or info.samplerate <= 0 or info.channels <= 0:
         raise ApiError(415, "unsupported_media_type", "the file holds no audio frames")
+    if not 8000 <= info.samplerate <= settings.max_sample_rate:
+        raise ApiError(422, "unsupported_audio",
+                       f"the sample rate must be 8000 to {settings.max_sample_rate} Hz, not {info.samplerate}")  # fmt: skip
+    if info.channels > settings.max_audio_channels:
+        raise ApiError(422, "unsupported_audio",
+                       f"the file has {info.channels} channels; at most {settings.max_audio_channels}")  # fmt: skip
+    seconds = info.frames / info.samplerate
+    if seconds > settings.max_audio_seconds:
+        raise ApiError(422, "audio_too_long",
+                       f"the audio lasts {seconds / 60:.1f} min; at most {settings.max_audio_seconds / 60:g} min")  # fmt: skip
+    try:
+        with sf.SoundFile(str(path)) as f:
+            head = f.read(min(_PROBE_FRAMES, info.frames), dtype="float32", always_2d=True)
+            if info.frames > _PROBE_FRAMES and f.seekable():
+                f.seek(info.frames - _PROBE_FRAMES)
+                tail = f.read(_PROBE_FRAMES, dtype="float32", always_2d=True)
+            else:
+                tail = head
+    except Exception:
+        raise ApiError(415, "unsupported_media_type", "the audio is damaged: it cannot be decoded") from None
+    if head.shape[0] == 0 or tail.shape[0] == 0:
+        raise ApiError(415, "unsupported_media_type", "the audio is damaged: it ends before its header says")
     return _EXT.get(info.format, "wav")
 
 

@@ -8,17 +8,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
+from app.service import scratch
 from app.service.blobs import blob_key, free_unreferenced, lock_blobs, media_of
 from app.service.deps import (
     CommittingRoute,
@@ -46,6 +47,8 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # project.json, the sync state or autosaves), forward slashes, no hidden or '..' parts.
 _MEDIA_NAME = re.compile(r"^(?:media|renders)(?:/[A-Za-z0-9 _()+,-][A-Za-z0-9 _.()+,-]*)+$")
 MAX_PROJECT_JSON_BYTES = 8 << 20
+#: Revision numbers are 32-bit in the database; a larger one in a URL is a 422, not a 500.
+MAX_REVISION = 2**31 - 1
 
 
 def _check_sha(sha256: str) -> str:
@@ -95,7 +98,7 @@ async def put_blob(sha256: str, request: Request, user: CurrentUser, settings: S
         return Response(status_code=200)
     limit = settings.tier_storage_bytes.get(user.tier, 0)
     digest, size = hashlib.sha256(), 0
-    with tempfile.TemporaryDirectory(prefix="amc-blob-") as tmp:
+    with scratch.temp_dir("blob") as tmp:
         path = Path(tmp) / "blob"
         with path.open("wb") as f:
             async for chunk in request.stream():
@@ -165,7 +168,8 @@ def _revision_public(p: Project, r: ProjectRevision) -> RevisionPublic:
 
 
 @router.get("/projects/{project_id}/revisions/{number}", response_model=RevisionPublic)
-def get_revision(project_id: str, number: int, user: CurrentUser, session: SessionDep) -> RevisionPublic:
+def get_revision(project_id: str, number: Annotated[int, PathParam(ge=0, le=MAX_REVISION)], user: CurrentUser,
+                 session: SessionDep) -> RevisionPublic:  # fmt: skip
     p = _own_project(session, user.id, project_id)
     r = session.scalar(select(ProjectRevision).where(ProjectRevision.project_id == p.id,
                                                      ProjectRevision.number == number))  # fmt: skip
