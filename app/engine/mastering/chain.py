@@ -239,14 +239,25 @@ class FinalStage:
         """Without a clipper the limiter input is ``gain * x``, so the true peaks of ``x`` scale exactly."""
         return self.clipper is None
 
-    def process(self, block: np.ndarray, peaks: np.ndarray | None = None) -> np.ndarray:
-        """Limit ``block``; ``peaks`` (per-frame true peaks of ``block``) skips the live meter."""
+    def prepare(self, block: np.ndarray, peaks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """First half of :meth:`process`: gain, clipper and the limiter input's true peaks.
+
+        Calls must come in order, but may run on another thread than :meth:`limit`
+        (the renderer overlaps the two)."""
         y = self._input(block)
-        self._pending.append(y)
         if peaks is not None and self.can_reuse_peaks:
             self._reused = True
-            return self._emit(peaks.astype(np.float64) * self.gain)
-        return self._emit(self.meter.process(y))
+            return y, peaks.astype(np.float64) * self.gain
+        return y, self.meter.process(y)
+
+    def limit(self, y: np.ndarray, peaks: np.ndarray) -> np.ndarray:
+        """Second half of :meth:`process`: the limiter over what :meth:`prepare` returned."""
+        self._pending.append(y)
+        return self._emit(peaks)
+
+    def process(self, block: np.ndarray, peaks: np.ndarray | None = None) -> np.ndarray:
+        """Limit ``block``; ``peaks`` (per-frame true peaks of ``block``) skips the live meter."""
+        return self.limit(*self.prepare(block, peaks))
 
     def flush(self) -> np.ndarray:
         parts = []
@@ -1203,14 +1214,24 @@ def _render_pass(
             if scratch.has_audio
             else _pre_chain_again(path, plan)
         )
-        for x, p in source:
+        def prepare(x: np.ndarray, p: np.ndarray | None, start: int) -> tuple[np.ndarray, np.ndarray]:
             if ride is not None:
-                rg = ride.gains(done, x.shape[1])
+                rg = ride.gains(start, x.shape[1])
                 x = x * rg[None, :]
                 p = None if p is None else p * rg
-            take(final.process(x, p))
-            done += x.shape[1]
-            progress(p_from + (0.98 - p_from) * done / max(scratch.frames, 1), "limiting and writing")
+            return final.prepare(x, p)
+
+        # Gain, ride, clipper and true-peak metering (one thread) overlap the limiter (here).
+        prepared: deque[Future[tuple[np.ndarray, np.ndarray]]] = deque()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="amc-clip") as clip:
+            for x, p in source:
+                prepared.append(clip.submit(prepare, x, p, done))
+                done += x.shape[1]
+                if len(prepared) >= 2:
+                    take(final.limit(*prepared.popleft().result()))
+                progress(p_from + (0.98 - p_from) * done / max(scratch.frames, 1), "limiting and writing")
+            while prepared:
+                take(final.limit(*prepared.popleft().result()))
         take(final.flush())
     return an.result(), gr.result()
 
