@@ -138,7 +138,9 @@ def test_enhance_goes_through_the_aces_slot(chain_server: Server, noisy_mix: Pat
         assert (enh["slot"], enh["backend"], enh["task"], enh["status"]) == ("aces", "dsp-enhance", "enhance", "done")
         assert enh["params"]["steps"] == ["declip", "declick", "denoise", "eq"]
         m = enh["metrics"]
-        assert "clipped_samples_before" in m and m["noise_floor_after_db"] < m["noise_floor_before_db"], m
+        # the repair says what it found and did; whatever it did, it never raised the floor
+        assert "clipped_samples_before" in m and m["denoise"], m
+        assert m["noise_floor_after_dbfs"] <= m["noise_floor_before_dbfs"], m
         assert master["status"] == "done" and done["report"]["chain"][0]["slot"] == "ACES"
         audio, sr = _download(c, u, done)
         src, src_sr = sf.read(str(noisy_mix), always_2d=True)
