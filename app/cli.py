@@ -14,11 +14,11 @@ import json
 import math
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from app import __version__
+from app.progress import ProgressBar
 
 EXIT_OK, EXIT_BUG, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 130, 143
 #: 128 + SIGPIPE: what a shell reports for a program whose reader went away.
@@ -48,35 +48,6 @@ examples:
   amc master mix.wav -o master.wav --reference favourite-song.flac --plot master.png
   amc master 01.wav 02.wav 03.wav -o album/ --album --format flac
 """
-
-
-class ProgressBar:
-    """One-line progress on stderr when it is a terminal (or forced)."""
-
-    def __init__(self, *, enabled: bool) -> None:
-        self.enabled = enabled
-        self._last = -1.0
-        self._t0 = time.monotonic()
-        self._msg = ""
-
-    def __call__(self, fraction: float, message: str) -> None:
-        if not self.enabled:
-            return
-        fraction = min(max(fraction, 0.0), 1.0)
-        if fraction - self._last < 0.01 and message == self._msg and fraction < 1.0:
-            return
-        self._last, self._msg = fraction, message
-        width = 30
-        fill = round(fraction * width)
-        bar = "#" * fill + "-" * (width - fill)
-        el = time.monotonic() - self._t0
-        sys.stderr.write(f"\r[{bar}] {fraction * 100:5.1f}% {el:5.1f}s  {message[:40]:<40}")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self._last >= 0:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
 
 
 def _fmt(v: object, unit: str = "", digits: int = 1) -> str:

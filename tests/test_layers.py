@@ -50,3 +50,39 @@ def test_importing_the_cli_and_engine_loads_no_heavy_module():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(APP.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_import_cycle_between_modules_of_app():
+    """Every ``app.*`` import, deferred ones inside functions included, forms a graph with
+    no cycle (``from app.x import y`` counts as an edge to ``app.x.y`` when that is a module)."""
+    files = {_module_name(f): f for f in APP.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, f in files.items():
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(f.read_text(), filename=str(f))):
+            if isinstance(node, ast.Import):
+                edges.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                subs = [f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in files]
+                # ``from pkg import submodule`` needs the submodule, not (only) the package
+                edges.update(subs if len(subs) == len(node.names) else [node.module, *subs])
+        graph[name] = {e for e in edges if e in files and e != name and e != "app"}
+    state: dict[str, int] = {}  # 1 on the path, 2 done
+
+    def visit(n: str, path: list[str]) -> None:
+        state[n] = 1
+        for m in sorted(graph[n]):
+            if state.get(m) == 1:
+                raise AssertionError("import cycle: " + " -> ".join([*path[path.index(m):], m]))
+            if m not in state:
+                visit(m, [*path, m])
+        state[n] = 2
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n, [n])

@@ -134,7 +134,7 @@ def run_interruptible(fn: Callable[[threading.Event], T]) -> T:
 
 
 def _progress_bar(quiet: bool) -> Any:
-    from app.cli import ProgressBar  # the CLI's own bar: one look for every command
+    from app.progress import ProgressBar  # the CLI's own bar: one look for every command
 
     return ProgressBar(enabled=not quiet and sys.stderr.isatty())
 

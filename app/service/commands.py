@@ -98,7 +98,7 @@ def cmd_whoami(args: argparse.Namespace) -> int:
 
 
 def _progress_bar(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from app.cli import ProgressBar
+    from app.progress import ProgressBar
 
     return ProgressBar(enabled=sys.stderr.isatty() and not getattr(args, "quiet", False))
 
