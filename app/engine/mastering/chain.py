@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -40,7 +42,6 @@ from app.engine.mastering.dynamics import (
     LinkedCompressor,
     MultibandCompressor,
     OversampledClipper,
-    soft_clip,
 )
 from app.engine.mastering.eq import MidSideFIR, design_linear_phase
 from app.engine.mastering.limiter import DelayLine, LimiterEnvelope, _envelope_kernel
@@ -467,9 +468,6 @@ def sweep_stale_scratch(folder: Path | None = None, *, min_age_s: float = 60.0) 
     A folder whose ``owner.pid`` names a live process is kept; one without that file
     counts as stale once it is ``min_age_s`` old.  Returns how many were removed.
     """
-    import os
-    import shutil
-
     root = Path(folder) if folder is not None else Path(tempfile.gettempdir())
     removed = 0
     try:
@@ -518,8 +516,6 @@ class ScratchTrack:
     """
 
     def __init__(self, channels: int, folder: Path | None = None, *, keep_audio: bool = True) -> None:
-        import os
-
         sweep_stale_scratch(folder)
         self._dir = tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=folder)
         d = Path(self._dir.name)
@@ -762,9 +758,20 @@ def gr_stats(gr_db_100ms: np.ndarray) -> dict[str, float]:
     }
 
 
-def _clip_curve_db(plan: MasteringPlan) -> tuple[float, float]:
+def _clip_peaks(peaks: np.ndarray, plan: MasteringPlan) -> tuple[np.ndarray, float]:
+    """Per-frame true peaks (linear, float64, after the gain) through the clipper's curve (that
+    of :func:`~app.engine.mastering.dynamics.soft_clip`, relative to the limiter ceiling), in
+    place; returns them and the deepest reduction in dB (0 when nothing reaches the clipper)."""
     lim, sc = plan.limiter, plan.soft_clip
-    return lim.ceiling_dbtp + sc.threshold_db, lim.ceiling_dbtp + sc.ceiling_db
+    thr = 10.0 ** ((lim.ceiling_dbtp + sc.threshold_db) / 20.0)
+    ceil = 10.0 ** ((lim.ceiling_dbtp + sc.ceiling_db) / 20.0)
+    hot = np.flatnonzero(peaks > thr)
+    if hot.size == 0:
+        return peaks, 0.0
+    raw = peaks[hot]
+    shaped = np.minimum(thr + (ceil - thr) * np.tanh((raw - thr) / (ceil - thr)), ceil)
+    peaks[hot] = shaped
+    return peaks, float(np.max(20.0 * np.log10(raw / shaped)))
 
 
 def predict(
@@ -799,9 +806,7 @@ def predict(
             mins, edges, scratch.frames,
         )  # fmt: skip
 
-    thr_db, ceil_db = _clip_curve_db(plan)
-    thr, ceil = 10.0 ** (thr_db / 20.0), 10.0 ** (ceil_db / 20.0)
-    span = ceil - thr
+    thr = 10.0 ** ((plan.limiter.ceiling_dbtp + sc.threshold_db) / 20.0)
     pos = 0
     for p, w in zip(scratch.blocks("p"), scratch.blocks("w"), strict=True):
         if ride is not None:
@@ -815,24 +820,13 @@ def predict(
         if float(p.max(initial=0.0)) * g <= thr:  # nothing reaches the clipper in this block
             run(p, g, w)
             continue
-        pk = p.astype(np.float64) * g
-        hot = np.flatnonzero(pk > thr)
-        raw = pk[hot]
-        shaped = np.minimum(thr + span * np.tanh((raw - thr) / span), ceil)  # soft_clip's curve
-        pk[hot] = shaped
-        clip_max = max(clip_max, float(np.max(20.0 * np.log10(raw / shaped))))
+        pk, depth = _clip_peaks(p.astype(np.float64) * g, plan)
+        clip_max = max(clip_max, depth)
         run(pk, 1.0, w)
     run(np.zeros(d), 1.0, np.zeros(d, dtype=np.float32))
     lufs = _integrated_from_subblocks(sums / np.maximum(np.diff(edges), 1))
     st = gr_stats(_gains_to_gr_db(mins))
     return Prediction(gain_db, lufs, st["max_db"], st["over_1db_pct"], clip_max)
-
-
-def model_loudness(
-    scratch: ScratchTrack, plan: MasteringPlan, gain_db: float, ride: RideCurve | None = None
-) -> float:
-    """Predicted integrated loudness after gain + limiter (see :func:`predict`)."""
-    return predict(scratch, plan, gain_db, ride).lufs
 
 
 def guard_gain_db(
@@ -1524,12 +1518,7 @@ def render_predicted(
     st = gr_stats(tracker.result())
     clip_max = 0.0
     if plan.soft_clip.enabled and peaks is not None:
-        thr_db, ceil_db = _clip_curve_db(plan)
-        raw = peaks.astype(np.float64) * 10.0 ** (gain_db / 20.0)
-        hot = raw > 10.0 ** (thr_db / 20.0)
-        if np.any(hot):
-            clipped = soft_clip(raw[hot][None, :], threshold_db=thr_db, ceiling_db=ceil_db)[0].astype(np.float64)
-            clip_max = float(np.max(20.0 * np.log10(raw[hot] / np.maximum(clipped, 1e-12))))
+        clip_max = _clip_peaks(peaks.astype(np.float64) * 10.0 ** (gain_db / 20.0), plan)[1]
     lufs = analysis.integrated_loudness(out, plan.sample_rate)
     return Prediction(gain_db, lufs, st["max_db"], st["over_1db_pct"], clip_max), out
 
