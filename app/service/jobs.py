@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -211,15 +211,18 @@ def run_job(job_id: str, factory: sessionmaker[Session], storage: Storage, chain
         return _run_claimed(job_id, operation, params, input_key, factory, storage, chain, budget)
 
 
-class _Heartbeat:
-    """Renews the job's lease every quarter of its length while this process runs it."""
+class _Ticker:
+    """A daemon thread that calls :meth:`tick` every ``period_s`` while the ``with`` block
+    runs; a failing tick is logged and the next one retries."""
 
-    def __init__(self, job_id: str, factory: sessionmaker[Session], lease_s: float) -> None:
-        self.job_id, self.factory, self.lease_s = job_id, factory, lease_s
+    what = "tick"
+
+    def __init__(self, name: str, period_s: float) -> None:
+        self._period_s = period_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"amc-lease-{job_id[:8]}", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
-    def __enter__(self) -> _Heartbeat:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -228,14 +231,30 @@ class _Heartbeat:
         self._thread.join(5)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.lease_s / 4):
+        while not self._stop.wait(self._period_s):
             try:
-                with self.factory() as s, s.begin():
-                    s.execute(update(Job).where(Job.id == self.job_id, Job.lease_owner == INSTANCE_ID,
-                                                Job.status == "running")
-                              .values(lease_expires_at=utcnow() + timedelta(seconds=self.lease_s)))  # fmt: skip
-            except Exception:  # a database blip: the next beat retries, well within the lease
-                log.warning("job %s: lease renewal failed", self.job_id, exc_info=True)
+                self.tick()
+            except Exception:  # a database blip: the next tick retries
+                log.warning("%s: %s failed", self._thread.name, self.what, exc_info=True)
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+
+class _Heartbeat(_Ticker):
+    """Renews the job's lease every quarter of its length while this process runs it."""
+
+    what = "lease renewal"
+
+    def __init__(self, job_id: str, factory: sessionmaker[Session], lease_s: float) -> None:
+        super().__init__(f"amc-lease-{job_id[:8]}", lease_s / 4)
+        self.job_id, self.factory, self.lease_s = job_id, factory, lease_s
+
+    def tick(self) -> None:
+        with self.factory() as s, s.begin():
+            s.execute(update(Job).where(Job.id == self.job_id, Job.lease_owner == INSTANCE_ID,
+                                        Job.status == "running")
+                      .values(lease_expires_at=utcnow() + timedelta(seconds=self.lease_s)))  # fmt: skip
 
 
 def _run_claimed(job_id: str, operation: str, params: dict[str, Any], input_key: str | None,
@@ -303,41 +322,30 @@ def chain_request(operation: str, params: dict[str, Any], input_path: Path | Non
                    target_genre=params.get("target_genre") or "", **common)  # fmt: skip
 
 
-class _Watch:
+class _Watch(_Ticker):
     """Between the orchestrator and the job row: the run's progress goes to the database every
     ``_PROGRESS_WRITE_S`` (so the WebSocket shows it) and a cancel request (or the runner
     shutting down) sets the orchestrator's cancel event. ``progress`` is called on the model
     client's reader thread, so it only records; a thread of its own does the I/O."""
 
+    what = "progress write"
+
     def __init__(self, job_id: str, factory: sessionmaker[Session], chain: ModelChain,
                  budget: _BudgetWatch | None = None) -> None:  # fmt: skip
+        super().__init__(f"amc-watch-{job_id[:8]}", _PROGRESS_WRITE_S)
         self.job_id, self.factory, self.chain, self.budget = job_id, factory, chain, budget
         self.cancel = threading.Event()
         self.cancel_requested = False
         self._latest: tuple[float, str] = (0.0, "starting")
         self._written: tuple[float, str] | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"amc-watch-{job_id[:8]}", daemon=True)
 
     def progress(self, fraction: float, message: str) -> None:
         self._latest = (max(self._latest[0], min(max(float(fraction), 0.0), 1.0)), message)
 
-    def __enter__(self) -> _Watch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(_PROGRESS_WRITE_S):
-            if self.chain.closing.is_set() or (self.budget is not None and self.budget.over()):
-                self.cancel.set()
-            try:
-                self.flush()
-            except Exception:  # a database blip must not end the run; the next tick retries
-                log.warning("job %s: progress write failed", self.job_id, exc_info=True)
+    def tick(self) -> None:
+        if self.chain.closing.is_set() or (self.budget is not None and self.budget.over()):
+            self.cancel.set()
+        self.flush()
 
     def flush(self) -> None:
         latest = self._latest
