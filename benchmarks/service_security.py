@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import secrets
 import shutil
 import sys
 import tempfile
@@ -28,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.service import serve as bench_serve
 from tests.service.attacks import (
     StreamResult,
     folder_bytes,
@@ -36,7 +35,7 @@ from tests.service.attacks import (
     rss_bytes,
     stream_body,
 )
-from tests.service.conftest import Server, alembic_upgrade, free_port
+from tests.service.conftest import Server
 
 TARGET_PEAK_RSS_MB = 400
 MULTIPART_HEAD = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
@@ -44,20 +43,14 @@ MULTIPART_HEAD = b'--x\r\nContent-Disposition: form-data; name="file"; filename=
 
 @contextlib.contextmanager
 def serve(**extra_env: str) -> Iterator[Server]:
+    """The load benchmark's server (SQLite), with a temporary folder of its own to watch."""
     folder = Path(tempfile.mkdtemp(prefix="amc-secbench-"))
     tmp = folder / "tmp"
     tmp.mkdir()
-    url = f"sqlite:///{folder / 'service.db'}"
-    alembic_upgrade(url)
-    env = {**os.environ, "MODE": "remote", "DATABASE_URL": url, "SECRET_KEY": secrets.token_urlsafe(48),
-           "STORAGE_DIR": str(folder / "storage"), "AMC_HOME": str(folder), "AUTO_MIGRATE": "false",
-           "LOG_LEVEL": "WARNING", "TMPDIR": str(tmp), "REGISTER_PER_CLIENT_PER_HOUR": "0", **extra_env}  # fmt: skip
-    srv = Server(f"http://127.0.0.1:{free_port()}", url, folder / "storage", env)
-    srv.start()
     try:
-        yield srv
+        with bench_serve(f"sqlite:///{folder / 'service.db'}", TMPDIR=str(tmp), **extra_env) as srv:
+            yield srv
     finally:
-        srv.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
